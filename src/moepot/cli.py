@@ -1,0 +1,67 @@
+"""The ``moepot`` command line: one console script, one subcommand per job.
+
+Each area of the package owns its subcommands in its own ``cli`` module, exposing
+``register(subparsers)``; this file only assembles them, so adding a command never means
+editing a central switch. Errors raised as :class:`moepot.errors.MoepotError` are printed as
+one line (``moepot: error: ...``) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from moepot.errors import MoepotError
+
+# Modules that contribute subcommands, in the order their commands appear in --help.
+COMMAND_MODULES = (
+    "moepot.models.cli",  # info
+    "moepot.data.cli",  # data list|info|validate|convert|generate
+    "moepot.train.cli",  # pretrain, finetune, evaluate
+    "moepot.analysis.cli",  # route, quickstart
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="moepot",
+        description="Pre-train, fine-tune and evaluate MoE-POT, DPOT and FNO on mixtures of PDE datasets.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # that area has no commands yet
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except MoepotError as exc:
+        print(f"moepot: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("moepot: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

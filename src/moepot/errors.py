@@ -1,0 +1,24 @@
+"""Exceptions that carry a message meant for the user.
+
+Every error a user can cause (a bad file, key, option, checkpoint) is raised as a subclass of
+:class:`MoepotError` with a message that names the file, key, sample or option and what was
+expected. The CLI prints such errors as one line and exits with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class MoepotError(Exception):
+    """Base class of all user-facing errors."""
+
+
+class ConfigError(MoepotError, ValueError):
+    """An invalid configuration key, value or combination."""
+
+
+class DataError(MoepotError, ValueError):
+    """A dataset file, catalogue entry or sample that does not follow the protocol."""
+
+
+class CheckpointError(MoepotError, ValueError):
+    """A checkpoint that cannot be loaded safely or does not match the model."""

@@ -1,0 +1,40 @@
+"""Small filesystem helpers shared by every writer (converters, generators, checkpoints)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds.
+
+    The temporary file lives in the same directory (same filesystem), so the final
+    ``os.replace`` is atomic: readers see either the old file or the complete new one, never a
+    half-written file, even if the process is killed mid-write. On any exception the temporary
+    file is removed and the previous ``path`` (if any) is left untouched.
+
+    Example::
+
+        with atomic_path("out.hdf5") as tmp:
+            with h5py.File(tmp, "w") as f:
+                f["data"] = array
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:  # make the bytes durable before the rename
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
