@@ -22,7 +22,7 @@ from moepot.errors import DataError
 logger = logging.getLogger(__name__)
 
 # (raw_path, target, n_train, n_test, progress) -> written paths
-ConverterFn = Callable[[Path, OutputTarget, "int | None", "int | None", bool], list[Path]]
+ConverterFn = Callable[[Path, OutputTarget, int | None, int | None, bool], list[Path]]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,214 @@
+"""GPU training-step benchmark: MoE-POT-Ti and -S, res 128, batch 20, bf16, sparse vs dense experts.
+
+    python -m benchmarks.gpu_train_step [--out DIR] [--update BENCHMARKS.md] [--budget-seconds 240]
+
+For each model (Ti, S), expert dispatch (sparse: each expert runs on its own samples; dense: the
+original's every-expert-on-every-sample) and mode (eager, ``torch.compile``) it times full
+training steps (bf16 autocast forward, relative-L2 + 0.1 x balance loss, backward, fused AdamW)
+with CUDA events, alternating sparse and dense in rounds, and reports the median step time,
+samples/s and the model FLOPs utilisation (MFU):
+
+    MFU = model FLOPs per step / step time / measured bf16 matmul peak.
+
+Model FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one eager sparse step
+(matmuls and convolutions, forward + backward; the FFTs of the AFNO mixer are not counted, so
+the MFU is a lower bound). The dense path does 4x the routed-expert work for the same result,
+so its MFU is computed with the same useful FLOPs. The peak is measured on the card itself
+(8192^3 bf16 matmul on random data, median of 10).
+
+Needs only torch (no pydantic/h5py): run from the repository root with ``PYTHONPATH=src``.
+A budget guard skips the remaining variants once ``--budget-seconds`` have passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from moepot.models.registry import build_model, count_parameters
+
+T_IN, CHANNELS = 10, 4
+MARK_BEGIN, MARK_END = "<!-- gpu-train-step:begin -->", "<!-- gpu-train-step:end -->"
+
+
+def timed(fn, device: str) -> float:
+    """Seconds one call of ``fn`` takes (CUDA events on the GPU, a host clock elsewhere)."""
+    if device == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1e3
+    start_s = time.perf_counter()
+    fn()
+    return time.perf_counter() - start_s
+
+
+def matmul_peak_tflops(device: str, n: int = 8192, reps: int = 10) -> float:
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    times = [timed(lambda: a @ b, device) for _ in range(reps)]
+    return 2 * n**3 / statistics.median(times) / 1e12
+
+
+def relative_l2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """pred, target: [B, X, Y, T, C] -> summed over the batch of the per-channel mean relative L2."""
+    diff = (pred - target).float().flatten(1, 3).norm(dim=1)  # [B, C]
+    norm = target.float().flatten(1, 3).norm(dim=1)
+    return (diff / (norm + 1e-8)).mean(dim=1).sum()
+
+
+class Variant:
+    """One model + optimizer whose training step can be timed."""
+
+    def __init__(self, preset: str, dispatch: str, compiled: bool, res: int, device: str) -> None:
+        self.preset, self.dispatch, self.compiled, self.device = preset, dispatch, compiled, device
+        model = build_model(preset, img_size=res, expert_dispatch=dispatch).to(device).train()
+        self.model = model
+        self.forward = torch.compile(model) if compiled else model
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
+        self.times: list[float] = []
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        with torch.autocast(self.device, dtype=torch.bfloat16):
+            out = self.forward(x)
+            loss = relative_l2(out.pred, y) + 0.1 * out.aux_loss
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def timed_steps(self, x: torch.Tensor, y: torch.Tensor, n: int) -> None:
+        for _ in range(n):
+            self.times.append(timed(lambda: self.step(x, y), self.device))
+
+
+def count_step_flops(preset: str, x: torch.Tensor, y: torch.Tensor, res: int) -> int:
+    model = build_model(preset, img_size=res, expert_dispatch="sparse").to(x.device).train()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.autocast(x.device.type, dtype=torch.bfloat16):
+        out = model(x)
+        loss = relative_l2(out.pred, y) + 0.1 * out.aux_loss
+        loss.backward()
+    del model
+    return counter.get_total_flops()
+
+
+def run(
+    budget_seconds: float = 240.0,
+    *,
+    device: str = "cuda",
+    res: int = 128,
+    batch: int = 20,
+    presets: tuple[str, ...] = ("moepot-ti", "moepot-s"),
+    modes: tuple[bool, ...] = (False, True),
+    rounds: int = 3,
+    steps_per_round: int = 4,
+    peak_n: int = 8192,
+) -> dict:
+    started = time.perf_counter()
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    peak = matmul_peak_tflops(device, n=peak_n)
+    name = torch.cuda.get_device_name() if device == "cuda" else device
+    results: dict = {"device": name, "torch": torch.__version__,
+                     "peak_bf16_tflops": round(peak, 1), "res": res, "batch": batch, "rows": []}  # fmt: skip
+    gen = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(batch, res, res, T_IN, CHANNELS, device=device, generator=gen)
+    y = torch.randn(batch, res, res, 1, CHANNELS, device=device, generator=gen)
+    for compiled in modes:
+        for preset in presets:
+            if time.perf_counter() - started > budget_seconds:
+                results.setdefault("skipped", []).append(f"{preset} {'compile' if compiled else 'eager'}")
+                continue
+            flops = count_step_flops(preset, x, y, res)
+            with torch.device("meta"):
+                params = count_parameters(build_model(preset, img_size=res))
+            pair = [Variant(preset, d, compiled, res, device) for d in ("sparse", "dense")]
+            for v in pair:  # warm-up (compilation happens here)
+                for _ in range(3):
+                    v.step(x, y)
+            for _ in range(rounds):  # alternate the two sides so drift hits both
+                for v in pair:
+                    v.timed_steps(x, y, steps_per_round)
+            medians = {v.dispatch: statistics.median(v.times) for v in pair}
+            for v in pair:
+                t = medians[v.dispatch]
+                results["rows"].append({
+                    "model": preset, "dispatch": v.dispatch, "mode": "compile" if compiled else "eager",
+                    "step_ms": round(t * 1e3, 2), "samples_per_s": round(batch / t, 1),
+                    "model_tflop_per_step": round(flops / 1e12, 3),
+                    "mfu_percent": round(100 * flops / t / (peak * 1e12), 1),
+                    "sparse_over_dense": round(medians["sparse"] / medians["dense"], 3),
+                    "total_params": params["total_params"], "activated_params": params["activated_params"],
+                })  # fmt: skip
+            del pair
+            if device == "cuda":
+                torch.cuda.empty_cache()
+            print(f"[{time.perf_counter() - started:6.1f}s] {preset} {'compile' if compiled else 'eager'} done",
+                  flush=True)  # fmt: skip
+    results["wall_seconds"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        f"Device: {results['device']}, torch {results['torch']}; measured bf16 matmul peak "
+        f"{results['peak_bf16_tflops']} TFLOP/s; res {results['res']}, batch {results['batch']}, bf16 autocast, "
+        "fused AdamW; median of alternating rounds.",
+        "",
+        "| model | experts | mode | step (ms) | samples/s | model TFLOP/step | MFU % | sparse/dense time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["rows"]:
+        lines.append(f"| {r['model']} | {r['dispatch']} | {r['mode']} | {r['step_ms']} | {r['samples_per_s']} | "
+                     f"{r['model_tflop_per_step']} | {r['mfu_percent']} | {r['sparse_over_dense']} |")  # fmt: skip
+    if results.get("skipped"):
+        lines.append(f"\nSkipped (time budget): {', '.join(results['skipped'])}")
+    return "\n".join(lines)
+
+
+def update_benchmarks_md(path: Path, table: str) -> None:
+    """Replace the text between the gpu-train-step markers of ``path`` with ``table``."""
+    text = path.read_text()
+    block = f"{MARK_BEGIN}\n{table}\n{MARK_END}"
+    if MARK_BEGIN in text and MARK_END in text:
+        head, rest = text.split(MARK_BEGIN, 1)
+        text = head + block + rest.split(MARK_END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="directory for gpu_train_step.json and .md")
+    parser.add_argument("--update", type=Path, help="BENCHMARKS.md whose GPU section to replace")
+    parser.add_argument("--budget-seconds", type=float, default=240.0)
+    parser.add_argument("--smoke", action="store_true", help="tiny CPU run that checks the script itself")
+    args = parser.parse_args()
+    if args.smoke:
+        results = run(args.budget_seconds, device="cpu", res=32, batch=2, presets=("moepot-ti",),
+                      modes=(False,), rounds=1, steps_per_round=1, peak_n=256)  # fmt: skip
+    else:
+        results = run(args.budget_seconds)
+    table = markdown(results)
+    print(table)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "gpu_train_step.json").write_text(json.dumps(results, indent=2))
+        (args.out / "gpu_train_step.md").write_text(table + "\n")
+    if args.update:
+        update_benchmarks_md(args.update, table)
+
+
+if __name__ == "__main__":
+    main()

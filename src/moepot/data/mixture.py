@@ -1,0 +1,386 @@
+"""The mixture dataset of the original code (``MixedTemporalDataset``) and a weighted sampler.
+
+One :class:`MixtureDataset` concatenates several catalogue datasets. Each item is one
+trajectory of one dataset, turned into a model-ready :class:`Sample`:
+
+1. read the stored sample ``[X, Y, T, C]`` (float32; a missing channel axis added);
+2. stride the stored grid by the entry's ``downsample`` (``[::dx, ::dy]``);
+3. cut the time window: training ``[s, s + t_in)`` as input and ``[s + t_in, s + t_in + t_ar)`` as
+   target, with ``s`` uniform in ``[0, T - t_in - t_ar]`` and deterministic in (seed, epoch,
+   index); test ``[0, t_in)`` and ``[t_in, t_in + t_test)``;
+4. resize every frame and channel bilinearly to ``res x res`` (:func:`resize_bilinear`);
+5. pad channels with the constant 1.0 up to the mixture's channel count (:func:`pad_channels`);
+6. attach the evaluation mask (:func:`evaluation_mask`) and the dataset's position in the mixture.
+
+The original's dataset weights replicated indices; here the dataset keeps one index per
+trajectory and :class:`WeightedMixtureSampler` draws the same distribution (DDP-aware).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Sampler
+
+from moepot.data.catalog import SPLITS, Catalog, DatasetEntry, load_catalog
+from moepot.data.protocol import SampleReader
+from moepot.errors import ConfigError, DataError
+
+
+class Sample(NamedTuple):
+    """One model-ready item (a DataLoader batch adds a leading B axis to each field).
+
+    Attributes:
+        x: input window, ``[res, res, t_in, C]`` float32.
+        y: target, ``[res, res, t_ar, C]`` (train) or ``[res, res, t_test, C]`` (test).
+        mask: evaluation mask ``[res, res, 1, C]`` float32: 1 on the original grid points and the
+            real (``pred_channels``) channels, 0 elsewhere.
+        dataset_index: 0-d long tensor, the dataset's position in the mixture's ``names``.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    mask: torch.Tensor
+    dataset_index: torch.Tensor
+
+
+# ----------------------------------------------------------------------------------------------
+# The per-sample transforms of the original, as plain functions
+
+
+def resize_bilinear(sample: torch.Tensor, res: int) -> torch.Tensor:
+    """Resize every frame and channel of ``sample: [X, Y, T, C]`` to ``[res, res, T, C]``.
+
+    The original's rule: ``F.interpolate(mode="bilinear", align_corners=False)`` on the
+    ``[1, T*C, X, Y]`` view. A sample already at ``res x res`` is returned unchanged (the
+    interpolation would be the identity).
+    """
+    size_x, size_y, steps, channels = sample.shape
+    if (size_x, size_y) == (res, res):
+        return sample
+    planes = sample.reshape(size_x, size_y, steps * channels).permute(2, 0, 1).unsqueeze(0)
+    resized = F.interpolate(planes, size=(res, res), mode="bilinear", align_corners=False)
+    return resized[0].permute(1, 2, 0).reshape(res, res, steps, channels)
+
+
+def pad_channels(sample: torch.Tensor, n_channels: int) -> torch.Tensor:
+    """Pad ``sample: [..., C]`` with the constant 1.0 to ``[..., n_channels]`` (the original pads with ones)."""
+    channels = sample.shape[-1]
+    if channels > n_channels:
+        raise DataError(f"sample has {channels} channels, more than the mixture's {n_channels}")
+    if channels == n_channels:
+        return sample
+    padded = torch.ones((*sample.shape[:-1], n_channels), dtype=sample.dtype)
+    padded[..., :channels] = sample
+    return padded
+
+
+def evaluation_mask(res: int, stored_size: tuple[int, int], n_channels: int, n_real: int) -> torch.Tensor:
+    """The original's evaluation mask ``[res, res, 1, n_channels]`` (float32).
+
+    Rule: with ``(X, Y) = stored_size`` (after ``downsample``), ``k_x = res // X`` and
+    ``k_y = res // Y``, each replaced by 1 when it is 0 (model grid coarser than the data).
+    ``mask[i, j, 0, c] = 1`` iff ``i % k_x == 0`` and ``j % k_y == 0`` and ``c < n_real``, else 0.
+    So upsampled data is scored only on the points that correspond to stored grid points, and
+    padded channels (and, for cfdbench, the non-predicted mask channel) are never scored.
+    """
+    k_x = max(res // stored_size[0], 1)
+    k_y = max(res // stored_size[1], 1)
+    mask = torch.zeros((res, res, 1, n_channels), dtype=torch.float32)
+    mask[::k_x, ::k_y, :, :n_real] = 1.0
+    return mask
+
+
+# ----------------------------------------------------------------------------------------------
+# The dataset
+
+
+class MixtureDataset(Dataset):
+    """Several catalogue datasets as one map-style dataset of :class:`Sample` items.
+
+    Args:
+        names: dataset id(s); item ``dataset_offsets[d] + i`` is trajectory ``i`` of ``names[d]``.
+        split: "train" (random windows) or "test" (whole evaluation trajectories). Build test
+            sets one dataset at a time when batching: ``t_test`` differs between datasets.
+        res: model grid side; every sample is resized to ``res x res``.
+        t_in: input steps.
+        t_ar: target steps of a training window (autoregressive steps x bundle).
+        catalog: catalogue to use; default :func:`load_catalog` with ``data_root``.
+        data_root: root the catalogue paths resolve against; default the catalogue's.
+        n_channels: channel count after padding; default the largest ``n_channels`` of ``names``.
+        n_samples: samples per dataset: None (the catalogue's train/test size), one int for all,
+            a sequence aligned with ``names`` or a mapping name -> int (None = catalogue size).
+            The first ``n`` samples of each split are used; a split holding fewer is an error.
+        seed: seed of the training windows' random starts.
+
+    Files are checked here (existence, ``data`` array, rank, channels, time steps, sample count)
+    from their headers only; HDF5 files are then opened lazily in each worker process.
+
+    Raises:
+        DataError: a missing, empty or malformed split, too few samples or time steps, or more
+            channels than ``n_channels``; the message names the file.
+        ConfigError: an invalid option (split, res, t_in, t_ar, n_samples).
+    """
+
+    def __init__(
+        self,
+        names: str | Sequence[str],
+        *,
+        split: str,
+        res: int,
+        t_in: int = 10,
+        t_ar: int = 1,
+        catalog: Catalog | None = None,
+        data_root: str | os.PathLike | None = None,
+        n_channels: int | None = None,
+        n_samples: int | Sequence[int | None] | Mapping[str, int | None] | None = None,
+        seed: int = 0,
+    ):
+        self.names: tuple[str, ...] = (names,) if isinstance(names, str) else tuple(names)
+        if not self.names:
+            raise ConfigError("MixtureDataset needs at least one dataset name")
+        if len(set(self.names)) != len(self.names):
+            raise ConfigError(f"dataset names repeat in {list(self.names)}; use sampler weights instead")
+        if split not in SPLITS:
+            raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        for option, value in (("res", res), ("t_in", t_in), ("t_ar", t_ar)):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{option} must be a positive integer, got {value!r}")
+        self.split = split
+        self.res = res
+        self.t_in = t_in
+        self.t_ar = t_ar
+        self.seed = int(seed)
+        self.epoch = 0
+
+        self.catalog = catalog if catalog is not None else load_catalog(data_root=data_root)
+        self.data_root = self.catalog.data_root if data_root is None else data_root
+        self.entries: tuple[DatasetEntry, ...] = tuple(self.catalog[name] for name in self.names)
+        wanted_channels = max(entry.n_channels for entry in self.entries)
+        if n_channels is not None and n_channels < wanted_channels:
+            widest = max(self.entries, key=lambda e: e.n_channels)
+            raise DataError(f"dataset {widest.name!r} has {widest.n_channels} channels, more than "
+                            f"n_channels = {n_channels} (the model's channel count)")
+        self.n_channels = wanted_channels if n_channels is None else int(n_channels)
+
+        self.readers: tuple[SampleReader, ...] = tuple(
+            SampleReader(entry.path(split, self.data_root), entry.scatter, spatial_dims=entry.spatial_dims)
+            for entry in self.entries)
+        requested = _per_dataset(n_samples, self.names)
+        self.sizes = tuple(self._check_split(entry, reader, n)
+                           for entry, reader, n in zip(self.entries, self.readers, requested))
+        self.dataset_offsets: tuple[int, ...] = tuple(int(o) for o in np.cumsum((0, *self.sizes)))
+
+    @property
+    def steps_needed(self) -> tuple[int, ...]:
+        """Stored time steps each dataset's trajectories need for this split."""
+        if self.split == "train":
+            return tuple(self.t_in + self.t_ar for _ in self.entries)
+        return tuple(self.t_in + entry.t_test for entry in self.entries)
+
+    def _check_split(self, entry: DatasetEntry, reader: SampleReader, requested: int | None) -> int:
+        """Check one split's header against the catalogue and the options; return its sample count."""
+        where = f"dataset {entry.name!r} ({self.split} split, {reader.path})"
+        if entry.spatial_dims != 2:
+            raise DataError(f"{where}: {entry.spatial_dims}-D data (in_size {list(entry.in_size)}); the mixture "
+                            "feeds 2-D models only")
+        info = reader.info()
+        n = entry.size(self.split) if requested is None else requested
+        if n == 0 or info.n_samples == 0:
+            raise DataError(f"{where}: empty dataset ({info.n_samples} samples stored, {n} requested)")
+        if info.n_samples < n:
+            how = (f"n_samples asks for {n}" if requested is not None
+                   else f"the catalogue's {self.split}_size is {n} (pass n_samples to use fewer)")
+            raise DataError(f"{where}: holds {info.n_samples} samples but {how}")
+        assert info.sample_shape is not None
+        steps, channels = info.sample_shape[-2:]
+        if channels != entry.n_channels:
+            raise DataError(f"{where}: samples have {channels} channels, the catalogue says "
+                            f"n_channels = {entry.n_channels}")
+        needed = self.t_in + (self.t_ar if self.split == "train" else entry.t_test)
+        if steps < needed:
+            raise DataError(f"{where}: samples have {steps} time steps, fewer than the {needed} needed "
+                            f"({self._steps_rule(entry)})")
+        return n
+
+    def _steps_rule(self, entry: DatasetEntry) -> str:
+        if self.split == "train":
+            return f"t_in {self.t_in} + t_ar {self.t_ar}"
+        return f"t_in {self.t_in} + t_test {entry.t_test}"
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the random training windows of ``epoch`` (call before each epoch's iterator)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.dataset_offsets[-1]
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """Mixture index -> (dataset position, sample index within that dataset)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"mixture index {index} out of range [0, {len(self)})")
+        dataset = int(np.searchsorted(self.dataset_offsets, index, side="right")) - 1
+        return dataset, index - self.dataset_offsets[dataset]
+
+    def window_start(self, index: int, n_steps: int) -> int:
+        """Start of the training window of item ``index`` in a trajectory of ``n_steps`` steps."""
+        span = n_steps - (self.t_in + self.t_ar) + 1
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return int(rng.integers(span))
+
+    def __getitem__(self, index: int) -> Sample:
+        index = int(index)
+        dataset, local = self.locate(index)
+        entry, reader = self.entries[dataset], self.readers[dataset]
+        stored = reader.read(local)  # [X, Y, T, C]
+        steps, channels = stored.shape[-2:]
+        needed = self.steps_needed[dataset]
+        if steps < needed or channels != entry.n_channels:
+            raise DataError(f"{reader.sample_path(local)}: sample {local} of {entry.name!r} has shape "
+                            f"{stored.shape}; expected {entry.n_channels} channels and at least {needed} "
+                            f"time steps ({self._steps_rule(entry)})")
+        step_x, step_y = entry.downsample
+        stored = stored[::step_x, ::step_y]
+        start = self.window_start(index, steps) if self.split == "train" else 0
+        n_out = self.t_ar if self.split == "train" else entry.t_test
+        frames = torch.from_numpy(np.ascontiguousarray(stored[:, :, start:start + self.t_in + n_out]))
+        frames = pad_channels(resize_bilinear(frames, self.res), self.n_channels)
+        n_real = entry.pred_channels if entry.pred_channels is not None else channels
+        mask = evaluation_mask(self.res, stored.shape[:2], self.n_channels, n_real)
+        return Sample(frames[:, :, :self.t_in], frames[:, :, self.t_in:], mask,
+                      torch.tensor(dataset, dtype=torch.long))
+
+    def close(self) -> None:
+        """Close this process's HDF5 handles."""
+        for reader in self.readers:
+            reader.close()
+
+
+def _per_dataset(n_samples, names: tuple[str, ...]) -> list[int | None]:
+    if n_samples is None:
+        return [None] * len(names)
+    if isinstance(n_samples, Mapping):
+        unknown = sorted(set(n_samples) - set(names))
+        if unknown:
+            raise ConfigError(f"n_samples names datasets not in the mixture: {unknown} (mixture: {list(names)})")
+        values = [n_samples.get(name) for name in names]
+    elif isinstance(n_samples, (int, np.integer)):
+        values = [int(n_samples)] * len(names)
+    else:
+        values = list(n_samples)
+        if len(values) != len(names):
+            raise ConfigError(f"n_samples has {len(values)} values for {len(names)} datasets {list(names)}")
+    for name, value in zip(names, values):
+        if value is not None and (not isinstance(value, (int, np.integer)) or value < 0):
+            raise ConfigError(f"n_samples for {name!r} must be a non-negative integer, got {value!r}")
+    return [None if v is None else int(v) for v in values]
+
+
+# ----------------------------------------------------------------------------------------------
+# Dataset weights
+
+
+def _dataset_weights(dataset: MixtureDataset, weights) -> np.ndarray:
+    """Weights aligned with ``dataset.names`` from None, a sequence or a mapping (missing = 1)."""
+    names = dataset.names
+    if weights is None:
+        values = [1.0] * len(names)
+    elif isinstance(weights, Mapping):
+        unknown = sorted(set(weights) - set(names))
+        if unknown:
+            raise ConfigError(f"weights name datasets not in the mixture: {unknown} (mixture: {list(names)})")
+        values = [weights.get(name, 1.0) for name in names]
+    else:
+        values = list(weights)
+        if len(values) != len(names):
+            raise ConfigError(f"{len(values)} weights for {len(names)} datasets {list(names)}")
+    array = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(array)) or np.any(array < 0) or not np.any(array > 0):
+        raise ConfigError(f"dataset weights must be finite, >= 0 and not all 0, got {values}")
+    return array
+
+
+class WeightedMixtureSampler(Sampler[int]):
+    """The original's dataset weights without index replication, split across DDP ranks.
+
+    Each epoch draws ``w_d * n_d`` items from dataset ``d`` (so dataset ``d`` is drawn with
+    probability proportional to ``w_d * n_d``, as with the original's replication): every
+    trajectory ``floor(w_d)`` times, plus ``round(frac(w_d) * n_d)`` distinct trajectories chosen
+    at random for a fractional weight. With integer weights and ``shuffle=False`` the order is
+    exactly the original's replicated index list (:func:`original_replicated_indices`).
+
+    The epoch list is shuffled (seeded by ``seed`` and the epoch, identical on every rank), padded
+    by wrapping around to a multiple of ``num_replicas`` (like ``DistributedSampler``), and rank
+    ``r`` takes items ``r, r + num_replicas, ...``. Call :meth:`set_epoch` before each epoch.
+    """
+
+    def __init__(self, dataset: MixtureDataset, weights: Sequence[float] | Mapping[str, float] | None = None,
+                 num_replicas: int = 1, rank: int = 0, seed: int = 0, shuffle: bool = True):
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ConfigError(f"rank must be in [0, num_replicas), got rank {rank} of {num_replicas}")
+        self.sizes = np.diff(np.asarray(dataset.dataset_offsets, dtype=np.int64))
+        self.offsets = np.asarray(dataset.dataset_offsets[:-1], dtype=np.int64)
+        self.weights = _dataset_weights(dataset, weights)
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.epoch = 0
+        whole = np.floor(self.weights).astype(np.int64)
+        self._whole = whole
+        self._extra = np.rint((self.weights - whole) * self.sizes).astype(np.int64)
+        self.total_size = int(np.sum(whole * self.sizes + self._extra))
+        if self.total_size == 0:
+            raise ConfigError(f"weights {self.weights.tolist()} draw no sample from sizes {self.sizes.tolist()}")
+        self.num_samples = math.ceil(self.total_size / num_replicas)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the draw and order of ``epoch``."""
+        self.epoch = int(epoch)
+
+    def epoch_indices(self) -> np.ndarray:
+        """The whole epoch's mixture indices (all ranks, before padding and splitting)."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        parts = []
+        for offset, size, whole, extra in zip(self.offsets, self.sizes, self._whole, self._extra):
+            local = np.repeat(np.arange(size, dtype=np.int64), whole)
+            if extra:
+                chosen = rng.choice(size, size=extra, replace=False) if self.shuffle else np.arange(extra)
+                local = np.sort(np.concatenate([local, chosen]), kind="stable")
+            parts.append(offset + local)
+        indices = np.concatenate(parts)
+        return rng.permutation(indices) if self.shuffle else indices
+
+    def __iter__(self) -> Iterator[int]:
+        indices = self.epoch_indices()
+        padded = np.resize(indices, self.num_samples * self.num_replicas)  # wraps around
+        return iter(padded[self.rank::self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def original_replicated_indices(dataset: MixtureDataset, weights: Sequence[int]) -> np.ndarray:
+    """The original's replicated index list, mapped to this dataset's indices (for comparisons).
+
+    The original made its dataset ``sum(n_d * w_d)`` long (integer weights ``w_d``) and mapped
+    its index ``g`` to dataset ``d = searchsorted(cumsum(n * w), g + 1)`` and trajectory
+    ``(g - cumsum[d - 1]) // w_d``. Returns that trajectory's index in ``dataset`` for every
+    ``g`` in order.
+    """
+    weights = list(weights)
+    if len(weights) != len(dataset.names) or any(int(w) != w or w < 1 for w in weights):
+        raise ConfigError(f"the original's replication needs one positive integer weight per dataset, got {weights}")
+    sizes = np.diff(np.asarray(dataset.dataset_offsets, dtype=np.int64))
+    cumulative = np.cumsum(sizes * np.asarray(weights, dtype=np.int64))
+    g = np.arange(cumulative[-1])
+    d = np.searchsorted(cumulative, g + 1)
+    start = np.where(d == 0, 0, cumulative[np.maximum(d - 1, 0)])
+    local = (g - start) // np.asarray(weights, dtype=np.int64)[d]
+    return np.asarray(dataset.dataset_offsets, dtype=np.int64)[d] + local
