@@ -1,0 +1,262 @@
+"""Training checkpoints: atomic, ``weights_only``-loadable, keep the last K and the best.
+
+A checkpoint is one ``torch.save`` file of plain containers and tensors only::
+
+    {"format": "moepot-train-checkpoint", "version": 1,
+     "model": state_dict (of the unwrapped model, MoE temperatures included as buffers),
+     "model_config": dict, "optimizer": ..., "scheduler": ..., "rng": {...},
+     "step": int, "epoch": int, "batch_in_epoch": int, "best_metric": float,
+     "config": dict (the resolved TrainConfig), "extra": dict}
+
+so ``torch.load(path, weights_only=True)`` reads it and nothing unpickles arbitrary objects.
+Files are written through :func:`moepot.io.atomic_path` (temporary file + rename): a killed
+process, a full disk or an unwritable directory leaves the previous checkpoint intact.
+
+Layout inside a run directory: ``checkpoints/step_00000123.pt`` (the last ``keep_last``),
+``checkpoints/last.pt`` and ``checkpoints/best.pt`` (hard links to, or copies of, a step file).
+The run directory itself is guarded by :class:`RunLock`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from moepot.errors import CheckpointError
+from moepot.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+FORMAT = "moepot-train-checkpoint"
+VERSION = 1
+
+
+# --------------------------------------------------------------------------- save / load
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file + rename).
+
+    Raises:
+        CheckpointError: the file could not be written (disk full, directory not writable);
+            any previous file at ``path`` is left as it was.
+    """
+    path = Path(path)
+    payload = {"format": FORMAT, "version": VERSION, **state}
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+    except OSError as exc:
+        raise CheckpointError(
+            f"could not write checkpoint {path}: {exc.strerror or exc}; "
+            "the previous checkpoint (if any) is intact"
+        ) from exc
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a training checkpoint with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: missing file, unreadable/unsafe content, or not a moepot training
+            checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt/unsafe files
+        raise CheckpointError(f"cannot load checkpoint {path} safely (weights_only): {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not a moepot training checkpoint (no 'format': {FORMAT!r}); "
+            "to start from model weights use `moepot finetune --checkpoint`"
+        )
+    return state
+
+
+# --------------------------------------------------------------------------- RNG state
+def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Python, NumPy, torch (CPU and CUDA) and an optional extra generator's state, as tensors
+    and plain lists (``weights_only``-safe)."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": _to_plain(random.getstate()),
+        "numpy": {
+            "key": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    return state
+
+
+def restore_rng(state: dict[str, Any], generator: torch.Generator | None = None) -> None:
+    """Undo :func:`capture_rng`."""
+    random.setstate(_to_tuple(state["python"]))
+    np_state = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            np_state["key"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if generator is not None and "generator" in state:
+        generator.set_state(state["generator"])
+
+
+def _to_plain(value: Any) -> Any:
+    return [_to_plain(v) for v in value] if isinstance(value, tuple | list) else value
+
+
+def _to_tuple(value: Any) -> Any:
+    return tuple(_to_tuple(v) for v in value) if isinstance(value, list) else value
+
+
+# --------------------------------------------------------------------------- run directory
+class CheckpointManager:
+    """Names, rotates and finds checkpoints in ``<run_dir>/checkpoints``."""
+
+    def __init__(self, run_dir: str | os.PathLike, keep_last: int = 3) -> None:
+        self.dir = Path(run_dir) / "checkpoints"
+        self.keep_last = max(int(keep_last), 1)
+
+    @property
+    def last(self) -> Path:
+        return self.dir / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.dir / "best.pt"
+
+    def step_path(self, step: int) -> Path:
+        return self.dir / f"step_{step:08d}.pt"
+
+    def step_files(self) -> list[Path]:
+        return sorted(self.dir.glob("step_*.pt"))
+
+    def save(self, state: dict[str, Any], *, step: int, is_best: bool = False) -> Path:
+        """Write the step file, point ``last.pt`` (and ``best.pt`` when ``is_best``) at it, and
+        drop step files beyond the newest ``keep_last``."""
+        path = save_checkpoint(self.step_path(step), state)
+        _publish(path, self.last)
+        if is_best:
+            _publish(path, self.best)
+        for old in self.step_files()[: -self.keep_last]:
+            with contextlib.suppress(OSError):
+                old.unlink()
+        return path
+
+    def mark_best(self, step: int) -> None:
+        """Point ``best.pt`` at the step file of ``step`` (which must exist)."""
+        _publish(self.step_path(step), self.best)
+
+    def resolve_resume(self, resume: str | os.PathLike | None) -> Path | None:
+        """``"auto"`` -> ``last.pt`` if present (else None); a path -> that file."""
+        if resume is None or resume == "":
+            return None
+        if str(resume) == "auto":
+            return self.last if self.last.is_file() else None
+        path = Path(resume)
+        if path.is_dir():  # a run directory
+            path = CheckpointManager(path).last
+        if not path.is_file():
+            raise CheckpointError(f"--resume: checkpoint {path} does not exist")
+        return path
+
+
+def _publish(source: Path, target: Path) -> None:
+    """Make ``target`` an atomic alias of ``source``: a hard link where possible, else a copy."""
+    try:
+        with atomic_path(target) as tmp:
+            tmp.unlink()
+            try:
+                os.link(source, tmp)
+            except OSError:
+                shutil.copyfile(source, tmp)
+    except OSError as exc:
+        raise CheckpointError(
+            f"could not update {target}: {exc.strerror or exc}; the previous file is intact"
+        ) from exc
+
+
+class RunLock:
+    """Refuse a second run writing into the same run directory.
+
+    ``<run_dir>/.lock`` holds ``host:pid`` of the owner, created with ``O_EXCL``. A lock left by
+    a dead process on this host is taken over with a warning.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        self.path = Path(run_dir) / ".lock"
+        self.held = False
+
+    def acquire(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = f"{socket.gethostname()}:{os.getpid()}"
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self.path.read_text().strip() if self.path.exists() else ""
+                if owner and not _is_stale(owner):
+                    raise CheckpointError(
+                        f"run directory {self.path.parent} is in use by another run ({owner}); "
+                        "choose another --run-dir or wait for it to finish"
+                    ) from None
+                log.warning("removing a stale lock %s (owner %s is gone)", self.path, owner or "unknown")
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+                continue
+            except OSError as exc:
+                raise CheckpointError(f"run directory {self.path.parent} is not writable: {exc.strerror}") from exc
+            with os.fdopen(fd, "w") as fh:
+                fh.write(me)
+            self.held = True
+            return self
+        raise CheckpointError(f"could not lock run directory {self.path.parent}")
+
+    def release(self) -> None:
+        if self.held:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            self.held = False
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _is_stale(owner: str) -> bool:
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's run: we cannot tell, so respect it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

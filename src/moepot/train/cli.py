@@ -1,0 +1,142 @@
+"""``moepot pretrain``, ``moepot finetune`` and ``moepot evaluate``.
+
+pretrain / finetune read a YAML config (ours or the original's, ``tasks:`` block included),
+apply ``--set key=value`` overrides and run every task (one run directory each; concurrently
+on several GPUs, one after another on CPU). Under ``torchrun --nproc_per_node N -m moepot
+pretrain ...`` every process runs the same command and the loop joins the process group.
+evaluate loads a checkpoint (ours or official) and prints the per-dataset errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from moepot.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    for command, helptext in (
+        ("pretrain", "pre-train a model on a mixture of datasets"),
+        ("finetune", "fine-tune a pre-trained checkpoint"),
+    ):
+        parser = subparsers.add_parser(command, help=helptext, description=helptext)
+        parser.add_argument("--config", required=True, help="YAML config file or shipped preset name")
+        parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                            help="override a config key (YAML value), repeatable")
+        parser.add_argument("--data-root", help="root of the dataset files")
+        parser.add_argument("--catalog", help="extra dataset catalogue (YAML)")
+        parser.add_argument("--run-dir", help="run directory (default runs/<name>-<time>)")
+        parser.add_argument("--resume", metavar="auto|PATH",
+                            help="continue exactly from the run directory's last checkpoint or PATH")
+        parser.add_argument("--max-minutes", type=float, help="wall-clock budget per task")
+        parser.add_argument("--dry-run", action="store_true", help="list the tasks and exit")
+        if command == "finetune":
+            parser.add_argument("--checkpoint", help="pre-trained checkpoint (default: the config's resume_path)")
+        parser.set_defaults(func=functools.partial(run_training, command=command))
+
+    parser = subparsers.add_parser("evaluate", help="evaluate a checkpoint on test datasets")
+    parser.add_argument("--checkpoint", required=True, help="our checkpoint or an official .pth")
+    parser.add_argument("--data", nargs="+", required=True, metavar="NAME", help="dataset names")
+    parser.add_argument("--res", type=int, help="evaluation grid (default: the model's)")
+    parser.add_argument("--data-root", help="root of the dataset files")
+    parser.add_argument("--catalog", help="extra dataset catalogue (YAML)")
+    parser.add_argument("--n-test", type=int, help="first N test trajectories of each dataset")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--teacher-forced", action="store_true", help="also report the teacher-forced error")
+    parser.add_argument("--save-rollouts", metavar="FILE", help="write predictions and targets to HDF5")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ...")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(func=run_evaluate)
+
+
+def prepare_configs(args: argparse.Namespace, command: str) -> list:
+    """The validated tasks with the command-line options folded in."""
+    from moepot.train.config import load_config
+
+    configs = load_config(args.config, args.overrides)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    prepared = []
+    for i, config in enumerate(configs):
+        update: dict[str, Any] = {"file": command}
+        if args.data_root:
+            update["data_root"] = args.data_root
+        if args.catalog:
+            update["catalog"] = args.catalog
+        if command == "finetune" and getattr(args, "checkpoint", None):
+            update["resume_path"] = args.checkpoint
+        if args.run_dir:
+            run_dir = Path(args.run_dir)
+            update["run_dir"] = str(run_dir if len(configs) == 1 else run_dir / f"task{i}-{config.run_label()}")
+        elif config.run_dir is None:
+            suffix = "" if len(configs) == 1 else f"-task{i}"
+            update["run_dir"] = str(config.default_run_dir(stamp + suffix))
+        prepared.append(config.model_copy(update=update))
+    if command == "finetune":
+        missing = [i for i, c in enumerate(prepared) if not c.resume_path]
+        if missing:
+            raise ConfigError("finetune: give --checkpoint (or resume_path in the config) for every task")
+    if args.resume and len(prepared) > 1 and args.resume != "auto":
+        raise ConfigError("--resume PATH needs a config with a single task; use --resume auto for several")
+    return prepared
+
+
+def run_training(args: argparse.Namespace, command: str) -> int:
+    from moepot.train.tasks import describe_tasks, run_tasks
+
+    configs = prepare_configs(args, command)
+    if args.dry_run:
+        for line in describe_tasks(configs):
+            print(line)
+        for config in configs:
+            print(f"  run directory: {config.run_dir}")
+        return 0
+    run_one = functools.partial(
+        run_task, finetune=command == "finetune", resume=args.resume, max_minutes=args.max_minutes
+    )
+    return run_tasks(configs, run_one)
+
+
+def run_task(config, device: str | None, *, finetune: bool, resume: str | None = None,
+             max_minutes: float | None = None) -> int:
+    """One task (module level, so the task scheduler can run it in a spawned process)."""
+    from moepot.train.loop import train
+
+    if finetune:
+        result = train(config.model_copy(update={"resume_path": None}), finetune_from=config.resume_path,
+                       resume=resume, device=device, max_minutes=max_minutes)
+    else:
+        result = train(config, resume=resume, device=device, max_minutes=max_minutes)
+    log.info("finished %s: step %d, checkpoint %s", result.run_dir, result.step, result.checkpoint)
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from moepot.eval.evaluate import evaluate_model
+    from moepot.train.loop import load_model_for_eval
+
+    model = load_model_for_eval(args.checkpoint, device=args.device)
+    results = evaluate_model(
+        model,
+        args.data,
+        res=args.res,
+        data_root=args.data_root,
+        catalog=args.catalog,
+        n_test=args.n_test,
+        batch_size=args.batch_size,
+        teacher_forced=args.teacher_forced,
+        save_path=args.save_rollouts,
+    )
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for name, values in results.items():
+            print(f"{name}: " + "  ".join(f"{k} {v:.5f}" for k, v in values.items()))
+    return 0

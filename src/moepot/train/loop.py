@@ -1,0 +1,499 @@
+"""The training loop: pre-training and fine-tuning, one process or N under torchrun.
+
+Read top to bottom, :func:`train` does: join the process group -> pick the run directory and
+lock it -> build the data (mixture sampler split across ranks) -> build the model (optionally
+loading a pre-trained checkpoint, freezing the router for fine-tuning) -> optimizer and
+schedule -> resume if asked -> loop over batches:
+
+    for each target bundle of the sample (T_ar / T_bundle autoregressive steps):
+        x <- x + noise_scale * ||x|| * N(0, 1)           (per sample and channel)
+        pred, cls, aux <- model(x)
+        loss += sum over the batch of relative_l2(pred, y_bundle, mask)
+        x <- window slid by the prediction                (gradients flow through)
+    total = loss + moe_loss_weight * sum(aux) + n_cls_loss_weight * cross_entropy
+    backward, clip, (skip the step if anything is not finite), step, schedule step
+
+-> evaluate every ``eval_every_epochs`` and at the end -> checkpoint every
+``checkpoint_every_steps`` and at the end.
+
+Distributed: ``batch_size`` is per process; each rank's loss is multiplied by the world size so
+that DDP's gradient average equals the gradient of the sum over the global batch, i.e. N
+processes with batch b train exactly like one process with batch N*b (up to the couplings
+inside a batch that stay per rank, as in the original: the router's BatchNorm statistics and
+the balance loss).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from moepot.errors import CheckpointError, ConfigError
+from moepot.eval.metrics import relative_l2
+from moepot.eval.rollout import slide_window
+from moepot.train import distributed as dist_utils
+from moepot.train.checkpoint import CheckpointManager, RunLock, capture_rng, load_checkpoint, restore_rng
+from moepot.train.config import TrainConfig
+from moepot.train.logger import RunLogger
+from moepot.train.optim import build_optimizer
+from moepot.train.schedules import build_scheduler, scale_schedule
+
+log = logging.getLogger("moepot.train")
+
+
+@dataclass
+class RunResult:
+    """What a finished (or stopped) run leaves behind."""
+
+    run_dir: Path
+    step: int  # optimizer steps taken
+    epoch: int  # epochs completed
+    metrics: dict[str, dict[str, float]]  # the last evaluation
+    losses: list[float] = field(default_factory=list)  # per optimizer step, mean per sample and step
+    best_metric: float = math.inf  # mean rel_l2_rollout over the test datasets, lowest seen
+    checkpoint: Path | None = None  # the last checkpoint written
+    stopped_early: bool = False  # the wall-clock budget ran out
+    skipped_steps: int = 0  # batches skipped for a non-finite loss or gradient
+
+
+class _SkipFirst(torch.utils.data.Sampler):
+    """Yield a sampler's indices after dropping the first ``skip`` (resume mid-epoch)."""
+
+    def __init__(self, sampler: Any, skip: int = 0) -> None:
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self) -> Iterator[int]:
+        for i, index in enumerate(self.sampler):
+            if i >= self.skip:
+                yield index
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.skip, 0)
+
+
+def train(
+    config: TrainConfig,
+    *,
+    run_dir: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    finetune_from: str | os.PathLike | None = None,
+    device: str | None = None,
+    max_minutes: float | None = None,
+    stop_after_steps: int | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Run one pre-training or fine-tuning job described by ``config``.
+
+    Args:
+        config: the validated run configuration.
+        run_dir: where logs and checkpoints go (default ``config.run_dir`` or
+            ``runs/<name>-<time>``).
+        resume: ``"auto"`` (continue from ``<run_dir>/checkpoints/last.pt`` if it exists) or a
+            checkpoint path / run directory; the run continues exactly where it stopped.
+        finetune_from: a pre-trained checkpoint (official ``.pth`` or ours): load
+            ``config.load_components``, freeze the router and feature extractor. Without it,
+            ``config.resume_path`` is loaded whole (the original's warm start).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a GPU index (default: the local GPU
+            under torchrun, else cuda:0 / cpu).
+        max_minutes: wall-clock budget; when spent the run evaluates, checkpoints and returns
+            with ``stopped_early``.
+        stop_after_steps: return right after this optimizer step without a final checkpoint or
+            evaluation (simulates an interruption; the schedule is unchanged).
+        progress: show a tqdm bar on rank 0.
+    """
+    started = time.monotonic()
+    info = dist_utils.init_distributed(device)
+    if config.amp == "bf16" and info.device.type == "cpu":
+        log.info("bf16 autocast on CPU: slow, meant for testing")
+
+    # ---------------------------------------------------------------- run directory
+    stamp = dist_utils.broadcast_object(time.strftime("%Y%m%d-%H%M%S"), info)
+    run_path = Path(run_dir) if run_dir is not None else config.default_run_dir(str(stamp))
+    lock = RunLock(run_path)
+    if info.is_main:
+        lock.acquire()
+    try:
+        return _train_locked(
+            config, info, run_path, resume, finetune_from, max_minutes, stop_after_steps, progress, started
+        )
+    finally:
+        lock.release()
+
+
+def _train_locked(
+    config: TrainConfig,
+    info: dist_utils.DistInfo,
+    run_path: Path,
+    resume: str | os.PathLike | None,
+    finetune_from: str | os.PathLike | None,
+    max_minutes: float | None,
+    stop_after_steps: int | None,
+    progress: bool,
+    started: float,
+) -> RunResult:
+    logger = RunLogger(run_path, enabled=info.is_main, tensorboard=config.use_writer)
+    checkpoints = CheckpointManager(run_path, keep_last=config.keep_last)
+    logger.save_config(config.to_yaml_dict())
+    log.info("run directory %s (%d process%s on %s)", run_path, info.world_size,
+             "es" if info.distributed else "", info.device)
+
+    # ---------------------------------------------------------------- data
+    from moepot.data.catalog import load_catalog
+    from moepot.data.mixture import MixtureDataset, WeightedMixtureSampler
+
+    catalog = load_catalog(config.catalog, config.data_root)
+    train_names = list(config.train_paths)
+    n_channels = config.n_channels or max(catalog[name].n_channels for name in train_names)
+    train_set = MixtureDataset(
+        train_names,
+        split="train",
+        res=config.res,
+        t_in=config.T_in,
+        t_ar=config.T_ar,
+        catalog=catalog,
+        data_root=config.data_root,
+        n_channels=n_channels,
+        n_samples=config.ntrain_list,
+        seed=config.seed,
+    )
+    sampler = WeightedMixtureSampler(
+        train_set,
+        weights=config.data_weights,
+        num_replicas=info.world_size,
+        rank=info.rank,
+        seed=config.seed,
+        shuffle=True,
+    )
+    steps_per_epoch = len(sampler) // config.batch_size
+    if steps_per_epoch < 1:
+        raise ConfigError(
+            f"batch_size = {config.batch_size} is larger than the {len(sampler)} training samples per "
+            f"process ({len(train_set)} in all over {info.world_size} process(es)); lower batch_size"
+        )
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+
+    # ---------------------------------------------------------------- model
+    import moepot
+
+    torch.manual_seed(config.seed)
+    overrides = config.model_config_overrides()
+    overrides.setdefault("in_channels", n_channels)
+    overrides.setdefault("out_channels", n_channels)
+    overrides.setdefault("n_cls", len(train_names))
+    model = moepot.build_model(config.model_preset, **overrides)
+    finetuning = finetune_from is not None
+    if finetuning:
+        from moepot.train.finetune import load_components, prepare_finetune, read_source_state
+
+        load_components(model, read_source_state(finetune_from), config.load_components)
+        prepare_finetune(model)
+    elif config.resume_path:
+        from moepot.train.finetune import load_components, read_source_state
+
+        load_components(model, read_source_state(config.resume_path), ["all"])
+    model.to(info.device)
+    raw_model = model  # unwrapped: saved, and used for MoE controls and evaluation
+
+    optimizer = build_optimizer(
+        raw_model.parameters(),
+        name=config.opt,
+        lr=config.lr,
+        betas=(config.beta1, config.beta2),
+        weight_decay=config.effective_weight_decay,
+    )
+    scheduler = build_scheduler(
+        optimizer,
+        method=config.lr_method,
+        lr=config.lr,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        warmup_epochs=config.warmup_epochs,
+        epochs=config.epochs,
+        step_size=config.step_size,
+        step_gamma=config.step_gamma,
+    )
+    noise = torch.Generator(device=info.device)
+    noise.manual_seed(config.seed * 1000 + info.rank)
+
+    # ---------------------------------------------------------------- resume
+    step, epoch, batch_in_epoch, best_metric = 0, 0, 0, math.inf
+    resume_file = checkpoints.resolve_resume(resume)
+    if resume_file is not None:
+        state = load_checkpoint(resume_file, map_location=info.device)
+        raw_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        restore_rng(state["rng"], noise)
+        step, epoch = state["step"], state["epoch"]
+        batch_in_epoch, best_metric = state["batch_in_epoch"], state["best_metric"]
+        logger.resume_from(step)
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_file, step, epoch, batch_in_epoch)
+
+    model = dist_utils.wrap_model(raw_model, info)
+    if config.compile:
+        model = torch.compile(model)
+    autocast = (
+        torch.autocast(device_type=info.device.type, dtype=torch.bfloat16)
+        if config.amp == "bf16"
+        else contextlib.nullcontext()
+    )
+
+    def snapshot() -> dict[str, Any]:
+        return {
+            "model": raw_model.state_dict(),
+            "model_config": _model_config_dict(raw_model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": capture_rng(noise),
+            "step": step,
+            "epoch": epoch,
+            "batch_in_epoch": batch_in_epoch,
+            "best_metric": best_metric,
+            "config": config.to_yaml_dict(),
+            "finetune": finetuning,
+        }
+
+    def save(is_best: bool = False) -> Path:
+        """Rank 0 writes; every rank gets the path (for a later restore)."""
+        if info.is_main:
+            checkpoints.save(snapshot(), step=step, is_best=is_best)
+        dist_utils.barrier(info)
+        return checkpoints.step_path(step)
+
+    def evaluate() -> dict[str, dict[str, float]]:
+        from moepot.eval.evaluate import evaluate_model
+
+        results = evaluate_model(
+            raw_model,
+            list(config.test_paths or train_names),
+            res=config.res,
+            data_root=config.data_root,
+            catalog=catalog,
+            n_test=config.n_test,
+            batch_size=config.batch_size,
+            n_channels=n_channels,
+            dist_info=info,
+        )
+        model.train()
+        return results
+
+    # ---------------------------------------------------------------- loop
+    mask_channels = config.mask_padded_channels
+    n_bundles = config.T_ar // config.T_bundle
+    result = RunResult(run_dir=run_path, step=step, epoch=epoch, metrics={}, best_metric=best_metric)
+    last_good: Path | None = resume_file
+    bad_streak = 0
+    budget_s = None if max_minutes is None else max_minutes * 60.0
+    bar = _progress_bar(total_steps, step, enabled=progress and info.is_main)
+    model.train()
+    done = step >= total_steps or epoch >= config.epochs
+    while not done:
+        train_set.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(
+            train_set,
+            batch_size=config.batch_size,
+            sampler=_SkipFirst(sampler, batch_in_epoch * config.batch_size),
+            num_workers=config.num_workers,
+            drop_last=True,
+        )
+        for batch in loader:
+            x, y, mask, dataset_index = (t.to(info.device) for t in batch[:4])
+            train_mask = mask.amax(dim=(1, 2), keepdim=True) if mask_channels else None  # [B, 1, 1, 1, C]
+
+            # ---- forward: autoregressive bundles, gradients through the rollout
+            sample_loss = x.new_zeros(x.shape[0])  # [B], summed over the bundles
+            aux_sum = x.new_zeros(())
+            cls_sum = x.new_zeros(())
+            with autocast:
+                for t in range(0, config.T_ar, config.T_bundle):
+                    target = y[..., t : t + config.T_bundle, :]
+                    if config.noise_scale > 0:
+                        scale = torch.linalg.vector_norm(x, dim=(1, 2, 3), keepdim=True)  # [B, 1, 1, 1, C]
+                        x = x + config.noise_scale * scale * torch.randn(
+                            x.shape, generator=noise, device=x.device, dtype=x.dtype
+                        )
+                    out = model(x)
+                    sample_loss = sample_loss + relative_l2(out.pred.float(), target.float(), train_mask)
+                    aux_sum = aux_sum + out.aux_loss.float()
+                    if config.n_cls_loss_weight > 0:
+                        cls_sum = cls_sum + F.cross_entropy(
+                            out.cls_logits.float(), dataset_index.reshape(-1).long(), reduction="sum"
+                        )
+                    x = slide_window(x, out.pred.to(x.dtype))
+            loss_sum = sample_loss.sum()
+            total = loss_sum + config.moe_loss_weight * aux_sum + config.n_cls_loss_weight * cls_sum
+
+            optimizer.zero_grad(set_to_none=True)
+            (total * info.world_size).backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), config.grad_clip)
+            batch_in_epoch += 1
+
+            # ---- a non-finite loss or gradient skips the step (decided the same on every rank)
+            finite = torch.stack([total.detach().float(), grad_norm.float()]).isfinite().all().float()
+            if dist_utils.all_reduce_sum(finite, info).item() < info.world_size:
+                optimizer.zero_grad(set_to_none=True)
+                bad_streak += 1
+                result.skipped_steps += 1
+                log.warning(
+                    "step %d: non-finite loss or gradient (loss %s, grad norm %s); skipped (%d in a row)",
+                    step + 1, total.item(), grad_norm.item(), bad_streak,
+                )
+                if bad_streak >= config.nan_tolerance:
+                    _recover(raw_model, optimizer, scheduler, last_good, config.nan_lr_factor, info)
+                    bad_streak = 0
+                continue
+            bad_streak = 0
+            optimizer.step()
+            scheduler.step()
+            if config.temperature_decay == "step" and hasattr(raw_model, "step_temperature"):
+                raw_model.step_temperature()
+            step += 1
+
+            # ---- bookkeeping (rank 0 writes; the loss is averaged over ranks)
+            per_sample = dist_utils.all_reduce_mean(loss_sum.detach() / (x.shape[0] * n_bundles), info).item()
+            result.losses.append(per_sample)
+            if info.is_main:
+                lr = optimizer.param_groups[0]["lr"]
+                logger.scalars({"train/loss": per_sample, "train/lr": lr}, step)
+                for d in dataset_index.reshape(-1).unique().tolist():  # this rank's samples
+                    chosen = sample_loss.detach()[dataset_index.reshape(-1) == d] / n_bundles
+                    logger.scalar(f"train/loss/{train_names[d]}", chosen.mean().item(), step)
+                _log_moe(logger, raw_model, step)
+                bar.update(1)
+                bar.set_postfix(loss=f"{per_sample:.4g}", lr=f"{lr:.2e}")
+            if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+                last_good = result.checkpoint = save()
+            if stop_after_steps is not None and step >= stop_after_steps:
+                bar.close()
+                logger.close()
+                result.step, result.epoch = step, epoch
+                return result
+            over_budget = budget_s is not None and time.monotonic() - started > budget_s
+            if dist_utils.all_reduce_sum(torch.tensor(float(over_budget)), info).item() > 0:
+                result.stopped_early = True
+                log.info("wall-clock budget of %.1f min spent at step %d; stopping", max_minutes, step)
+            if step >= total_steps or result.stopped_early:
+                done = True
+                break
+        if batch_in_epoch >= steps_per_epoch:  # the epoch ran to its end
+            epoch += 1
+            batch_in_epoch = 0
+            if epoch >= config.epochs:
+                done = True
+            elif not done and epoch % config.eval_every_epochs == 0:
+                best_metric = _eval_and_save(evaluate, logger, result, step, epoch, best_metric, save)
+                last_good = result.checkpoint or last_good
+
+    # ---------------------------------------------------------------- end: evaluate and checkpoint
+    bar.close()
+    best_metric = _eval_and_save(evaluate, logger, result, step, epoch, best_metric, save)
+    logger.close()
+    result.step, result.epoch = step, epoch
+    dist_utils.barrier(info)
+    return result
+
+
+def _eval_and_save(evaluate, logger: RunLogger, result: RunResult, step: int, epoch: int,
+                   best_metric: float, save) -> float:
+    """Evaluate, log a metrics record, checkpoint (marking the best); returns the best metric."""
+    metrics = evaluate()
+    score = sum(v["rel_l2_rollout"] for v in metrics.values()) / max(len(metrics), 1)
+    is_best = math.isfinite(score) and score < best_metric
+    best_metric = score if is_best else best_metric
+    logger.log_eval({"step": step, "epoch": epoch, "time": time.time(), "metrics": metrics})
+    result.metrics, result.best_metric = metrics, best_metric
+    path = save(is_best)
+    result.checkpoint = path or result.checkpoint
+    return best_metric
+
+
+def _recover(model: nn.Module, optimizer, scheduler, checkpoint: Path | None, lr_factor: float,
+             info: dist_utils.DistInfo) -> None:
+    """After too many non-finite steps: reload the last good checkpoint (model, optimizer,
+    schedule) and lower the learning rate."""
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = load_checkpoint(checkpoint, map_location=info.device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        log.warning("restored the last good checkpoint %s", checkpoint)
+    else:
+        log.warning("no checkpoint to restore yet; keeping the current weights")
+    scale_schedule(scheduler, lr_factor)
+    log.warning("learning rate lowered by x%g (now %.3e)", lr_factor, optimizer.param_groups[0]["lr"])
+
+
+def _model_config_dict(model: nn.Module) -> dict[str, Any]:
+    config = getattr(model, "config", None)
+    return config.to_dict() if hasattr(config, "to_dict") else {}
+
+
+def _log_moe(logger: RunLogger, model: nn.Module, step: int) -> None:
+    """Temperature and expert usage (fraction of routed slots per expert) per MoE layer."""
+    layers = model.moe_layers() if hasattr(model, "moe_layers") else []
+    for i, layer in enumerate(layers):
+        temperature = getattr(layer, "temperature", None)
+        if temperature is not None:
+            logger.scalar(f"moe/temperature/layer{i}", float(temperature), step)
+        chosen = getattr(layer, "last_topk_indices", None)
+        if chosen is not None and chosen.numel():
+            counts = torch.bincount(chosen.reshape(-1).cpu(), minlength=getattr(layer, "n_experts", 16)).float()
+            usage = counts / counts.sum()
+            entropy = -(usage[usage > 0] * usage[usage > 0].log()).sum().item()
+            logger.scalar(f"moe/usage_entropy/layer{i}", entropy, step)
+            logger.scalar(f"moe/max_usage/layer{i}", usage.max().item(), step)
+
+
+def _progress_bar(total: int, initial: int, *, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    names: list[str],
+    **kwargs: Any,
+) -> dict[str, dict[str, float]]:
+    """Load a model checkpoint (ours or official) and evaluate it; ``kwargs`` go to
+    :func:`moepot.eval.evaluate.evaluate_model`."""
+    from moepot.eval.evaluate import evaluate_model
+
+    model = load_model_for_eval(checkpoint)
+    return evaluate_model(model, names, **kwargs)
+
+
+def load_model_for_eval(checkpoint: str | os.PathLike, device: str | None = None) -> nn.Module:
+    """A model in eval mode from our training checkpoint, our export or an official file."""
+    import moepot
+    from moepot.train.checkpoint import FORMAT
+
+    path = Path(checkpoint)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    state = None
+    if path.is_file():
+        with contextlib.suppress(Exception):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and state.get("format") == FORMAT:
+        model_config = dict(state["model_config"])
+        model = moepot.build_model(model_config.pop("name"), **model_config)
+        model.load_state_dict(state["model"])
+    else:
+        model = moepot.load_pretrained(path)
+    model.to(dist_utils.pick_device(device))
+    return model.eval()

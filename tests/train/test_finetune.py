@@ -1,0 +1,75 @@
+"""Fine-tuning: component loading, re-initialisation of mismatched shapes, frozen router."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_data import write_decay_dataset
+
+import moepot
+from moepot.errors import ConfigError
+from moepot.train.checkpoint import load_checkpoint
+from moepot.train.config import TrainConfig
+from moepot.train.finetune import load_components
+from moepot.train.loop import train
+
+ARCH = dict(patch_size=4, in_timesteps=4, embed_dim=16, depth=1, n_blocks=2, modes=3, out_layer_dim=8, n_cls=2)
+
+
+def tiny(seed: int, **kwargs):
+    torch.manual_seed(seed)
+    return moepot.build_model("moepot-ti", **{**ARCH, "img_size": 16, "in_channels": 2, "out_channels": 2, **kwargs})
+
+
+def test_selected_components_are_copied_and_the_rest_kept():
+    source, target = tiny(0), tiny(1)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    report = load_components(target, {f"module.{k}": v for k, v in source.state_dict().items()}, ["blocks", "pos"])
+    for key, value in target.state_dict().items():
+        from_source = key.startswith("blocks.") or key == "pos_embed"
+        torch.testing.assert_close(value, (source.state_dict() if from_source else before)[key], rtol=0, atol=0)
+    assert not report.reinitialised and not report.missing
+
+
+def test_other_channels_and_resolution_reinitialise_with_a_warning(caplog):
+    source = tiny(0)
+    with torch.no_grad():
+        source.pos_embed.fill_(0.25)  # a constant embedding stays constant when interpolated
+    target = tiny(1, img_size=32, in_channels=3, out_channels=3)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with caplog.at_level("WARNING"):
+        report = load_components(target, source.state_dict(), "all")
+    assert any(r.startswith("patch_embed.proj.0.weight") for r in report.reinitialised)
+    assert any(r.startswith("out_layer.4.weight") for r in report.reinitialised)
+    torch.testing.assert_close(target.state_dict()["patch_embed.proj.0.weight"], before["patch_embed.proj.0.weight"])
+    assert target.pos_embed.shape[-1] == 8 and torch.allclose(target.pos_embed, torch.tensor(0.25))
+    torch.testing.assert_close(target.state_dict()["blocks.0.filter.w1"], source.state_dict()["blocks.0.filter.w1"])
+    assert "re-initialised: patch_embed.proj.0.weight" in caplog.text
+
+
+def test_unknown_component_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown component.*time_agg"):
+        load_components(tiny(0), tiny(1).state_dict(), ["bloks"])
+
+
+def test_finetuning_changes_only_unfrozen_parameters(tmp_path):
+    from moepot.models.registry import save_pretrained
+
+    write_decay_dataset(tmp_path, "decay_a", n_train=8, channels=2, seed=1)
+    source = tiny(0)
+    path = save_pretrained(source, tmp_path / "pre.safetensors")
+    cfg = TrainConfig.from_dict(dict(model="moepot", width=16, n_layers=1, n_blocks=2, patch_size=4, res=16,
+                                     modes=3, out_layer_dim=8, T_in=4, n_class=2, train_paths=["decay_a"],
+                                     data_root=str(tmp_path), batch_size=4, epochs=3, warmup_epochs=1, lr=1e-2,
+                                     n_test=2, load_components=["all"], use_writer=False))
+    result = train(cfg, run_dir=tmp_path / "run", finetune_from=path, progress=False)
+    after = load_checkpoint(result.checkpoint)["model"]
+    frozen = [k for k in after if ".feature_extractor." in k or ".gating." in k]
+    assert frozen and any(".experts." in k for k in after)
+    for key, value in source.state_dict().items():
+        changed = not torch.equal(after[key], value)
+        if key in frozen:  # router weights and BatchNorm statistics stay as loaded
+            assert not changed, key
+        elif key.endswith("temperature"):
+            assert float(after[key]) == 0.5
+    assert not torch.equal(after["blocks.0.filter.w1"], source.state_dict()["blocks.0.filter.w1"])

@@ -1,0 +1,136 @@
+"""The training loop on tiny generated mixtures: learning, exact resume, NaN handling, locking."""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import pytest
+import torch
+from tiny_data import write_decay_dataset
+
+from moepot.errors import CheckpointError
+from moepot.train import checkpoint as ckpt
+from moepot.train.checkpoint import RunLock, load_checkpoint
+from moepot.train.config import TrainConfig
+from moepot.train.loop import train
+
+TINY = dict(width=16, n_layers=1, n_blocks=2, patch_size=4, res=16, modes=3, out_layer_dim=8, T_in=4,
+            batch_size=4, n_test=2, lr_method="cycle", use_writer=False)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_decay_dataset(root, "decay_a", n_train=12, rate=0.8, seed=1)
+    write_decay_dataset(root, "decay_b", n_train=12, rate=0.95, channels=2, seed=2)
+    return root
+
+
+def config(data_root, **kwargs) -> TrainConfig:
+    values = {**TINY, "train_paths": ["decay_a", "decay_b"], "data_root": str(data_root), **kwargs}
+    return TrainConfig.from_dict(values)
+
+
+def test_loss_falls_and_run_directory_is_complete(data_root, tmp_path):
+    cfg = config(data_root, model="dpot", epochs=6, warmup_epochs=1, lr=0.01, noise_scale=0.0)
+    result = train(cfg, run_dir=tmp_path / "run", progress=False)
+    assert result.step == 36  # 24 samples / batch 4 x 6 epochs
+    first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
+    assert last < 0.6 * first, result.losses
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [6, 12, 18, 24, 30, 36]
+    assert set(records[-1]["metrics"]) == {"decay_a", "decay_b"}
+    assert set(records[-1]["metrics"]["decay_a"]) == {"rel_l2_step", "rel_l2_rollout"}
+    assert TrainConfig.from_dict(__import__("yaml").safe_load((tmp_path / "run" / "config.yaml").read_text())) == cfg
+    state = load_checkpoint(result.checkpoint)
+    assert state["step"] == 36 and state["epoch"] == 6
+    assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
+
+
+def test_resume_after_interruption_reproduces_the_uninterrupted_losses(data_root, tmp_path):
+    cfg = config(data_root, model="moepot", epochs=2, warmup_epochs=1, max_steps=9, noise_scale=0.01,
+                 checkpoint_every_steps=3, eval_every_epochs=5)
+    whole = train(cfg, run_dir=tmp_path / "whole", progress=False)
+    cut = train(cfg, run_dir=tmp_path / "cut", stop_after_steps=5, progress=False)  # "killed" after step 5
+    assert cut.losses == whole.losses[:5]
+    resumed = train(cfg, run_dir=tmp_path / "cut", resume="auto", progress=False)  # from step 3
+    assert resumed.losses == whole.losses[3:]
+    a = load_checkpoint(whole.checkpoint)["model"]
+    b = load_checkpoint(resumed.checkpoint)["model"]
+    for key in a:  # MoE temperatures (buffers) included
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_non_finite_steps_are_skipped_then_the_last_checkpoint_is_restored(data_root, tmp_path, monkeypatch,
+                                                                          caplog):
+    import moepot
+
+    build = moepot.build_model
+    calls = {"n": 0}
+
+    def poisoned_build(*args, **kwargs):
+        model = build(*args, **kwargs)
+        forward = model.forward
+
+        def maybe_nan(x):
+            calls["n"] += 1
+            out = forward(x)
+            return out._replace(pred=out.pred * float("nan")) if 4 <= calls["n"] <= 6 and model.training else out
+
+        model.forward = maybe_nan
+        return model
+
+    monkeypatch.setattr(moepot, "build_model", poisoned_build)
+    cfg = config(data_root, model="dpot", epochs=2, warmup_epochs=1, max_steps=8, nan_tolerance=2,
+                 nan_lr_factor=0.5, checkpoint_every_steps=2, eval_every_epochs=5)
+    with caplog.at_level("WARNING", logger="moepot.train"):
+        result = train(cfg, run_dir=tmp_path / "run", progress=False)
+    assert result.skipped_steps == 3
+    assert all(torch.isfinite(torch.tensor(result.losses)))
+    assert "restored the last good checkpoint" in caplog.text
+    assert "learning rate lowered by x0.5" in caplog.text
+    state = load_checkpoint(result.checkpoint)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_a_second_run_in_the_same_directory_is_refused(data_root, tmp_path):
+    cfg = config(data_root, model="dpot", epochs=1, warmup_epochs=0, lr_method="step", max_steps=1)
+    with RunLock(tmp_path / "run"), pytest.raises(CheckpointError, match="in use by another run"):
+        train(cfg, run_dir=tmp_path / "run", progress=False)
+
+
+def test_full_disk_during_a_checkpoint_stops_with_a_clear_message(data_root, tmp_path, monkeypatch):
+    cfg = config(data_root, model="dpot", epochs=2, warmup_epochs=1, max_steps=6, checkpoint_every_steps=2,
+                 eval_every_epochs=5)
+    real_save = torch.save
+    saves = {"n": 0}
+
+    def second_save_fails(obj, path):
+        saves["n"] += 1
+        if saves["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, path)
+
+    monkeypatch.setattr(ckpt.torch, "save", second_save_fails)
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        train(cfg, run_dir=tmp_path / "run", progress=False)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 2
+    assert not (tmp_path / "run" / ".lock").exists()
+
+
+def test_bf16_autocast_trains_close_to_float32(data_root, tmp_path):
+    base = dict(model="moepot", epochs=1, warmup_epochs=0, lr_method="step", max_steps=2, eval_every_epochs=5)
+    fp32 = train(config(data_root, **base), run_dir=tmp_path / "fp32", progress=False)
+    bf16 = train(config(data_root, amp="bf16", **base), run_dir=tmp_path / "bf16", progress=False)
+    assert bf16.losses == pytest.approx(fp32.losses, rel=0.05)
+    assert bf16.losses != fp32.losses  # autocast really changed the arithmetic
+
+
+def test_wall_clock_budget_stops_after_the_current_step_with_eval_and_checkpoint(data_root, tmp_path):
+    cfg = config(data_root, model="dpot", epochs=3, warmup_epochs=1, eval_every_epochs=5)
+    result = train(cfg, run_dir=tmp_path / "run", max_minutes=0.0, progress=False)
+    assert result.stopped_early and result.step == 1
+    assert set(result.metrics) == {"decay_a", "decay_b"}
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 1

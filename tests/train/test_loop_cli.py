@@ -1,0 +1,98 @@
+"""The commands: an original-style YAML with a tasks block, --dry-run, finetune and evaluate --json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tiny_data import write_decay_dataset
+
+from moepot.cli import main
+
+# The shape of the original's configs/pretrain_tiny.yaml (key names, tasks block), sized down.
+ORIGINAL_STYLE = """\
+name: NS2d
+file: train_temporal_parallel.py
+dataset: ns2d
+use_writer: False
+res: 16
+modes: 3
+width: 16
+out_layer_dim: 8
+lr: 0.001
+lr_method: cycle
+step_size: 100
+step_gamma: 0.5
+epochs: 2
+warmup_epochs: 1
+noise_scale: 0.0
+T_ar: 1
+use_ln: 0
+normalize: 0
+T_bundle: 1
+grad_clip: 10000.0
+T_in: 4
+train_paths: ['decay_a', 'decay_b']
+test_paths: ['decay_a', 'decay_b']
+ntrain_list: [8, 8]
+model: MoEPOT
+num_gpus: 2
+opt: adam
+comment: 'Ti'
+tasks:
+  patch_size: [4, 4]
+  n_blocks: [2, 2]
+  n_layers: [1, 1]
+  lr: [0.001, 0.0001]
+  batch_size: [4, 8]
+  moe_loss_weight: [0.1, 0.1]
+"""
+
+
+@pytest.fixture()
+def data_root(tmp_path):
+    write_decay_dataset(tmp_path, "decay_a", n_train=8, rate=0.8, seed=1)
+    write_decay_dataset(tmp_path, "decay_b", n_train=8, rate=0.95, channels=2, seed=2)
+    return tmp_path
+
+
+def test_original_yaml_with_tasks_runs_one_directory_per_task(data_root, tmp_path, capsys):
+    config = tmp_path / "pretrain_tiny.yaml"
+    config.write_text(ORIGINAL_STYLE)
+    common = ["pretrain", "--config", str(config), "--data-root", str(data_root), "--run-dir", str(tmp_path / "runs"),
+              "--set", "max_steps=2", "--set", "n_test=2"]
+    assert main([*common, "--dry-run"]) == 0
+    listing = capsys.readouterr().out
+    assert "task 1/2" in listing and "task 2/2" in listing and "batch_size=8" in listing
+    assert main(common) == 0
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 2
+    batch_sizes = []
+    for run in runs:
+        record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+        assert record["step"] == 2
+        state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+        batch_sizes.append(state["config"]["batch_size"])
+        assert state["config"]["lr"] == (1e-3 if state["config"]["batch_size"] == 4 else 1e-4)
+    assert sorted(batch_sizes) == [4, 8]
+
+    # fine-tune the first run's checkpoint, then evaluate it with --json
+    checkpoint = runs[0] / "checkpoints" / "last.pt"
+    finetuned = tmp_path / "ft"
+    assert main(["finetune", "--config", str(config), "--checkpoint", str(checkpoint), "--data-root", str(data_root),
+                 "--run-dir", str(finetuned), "--set", "max_steps=1", "--set", "n_test=2", "--set", "lr=0.001",
+                 "--set", "batch_size=4", "--set", "load_components=[all]"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", "decay_a", "decay_b",
+                 "--data-root", str(data_root), "--n-test", "2", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert set(results) == {"decay_a", "decay_b"}
+    assert all(set(v) == {"rel_l2_step", "rel_l2_rollout"} for v in results.values())
+
+
+def test_bad_config_is_one_line_error(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("lr_methd: cycle\n")
+    assert main(["pretrain", "--config", str(config), "--dry-run"]) == 2
+    assert "did you mean 'lr_method'" in capsys.readouterr().err
