@@ -1,0 +1,162 @@
+"""Generate orchestration: requests, raw -> protocol -> catalogue, reuse, seeding, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from moepot.cli import main
+from moepot.data.catalog import load_catalog
+from moepot.data.generators import all_generators, dr_pdb
+from moepot.data.generators.run import STAMP_FILE, SUITES, build_request, generate, resolve_names
+from moepot.data.protocol import SampleReader
+from moepot.data.validate import validate_entry
+from moepot.errors import ConfigError, DataError
+
+MINE = ["ns2d_fno_1e-5", "ns2d_fno_1e-4", "ns2d_fno_1e-3", "swe_pdb", "dr_pdb"]
+TINY = {"n_train": 2, "n_test": 1, "size": 8, "progress": False}
+
+
+@pytest.fixture
+def counted_dr(monkeypatch):
+    """dr_pdb's spec with a write_raw that counts its calls."""
+    calls = []
+    original = dr_pdb.GENERATORS[0]
+
+    def write_raw(request):
+        calls.append(request)
+        return original.write_raw(request)
+
+    monkeypatch.setattr(dr_pdb, "GENERATORS", [dataclasses.replace(original, write_raw=write_raw)])
+    return calls
+
+
+def test_unknown_ids_and_suites_are_errors_listing_the_generators():
+    with pytest.raises(ConfigError, match=r"no_such_set.*generators exist for: .*dr_pdb"):
+        resolve_names(["dr_pdb", "no_such_set"], None)
+    with pytest.raises(ConfigError, match="--suite 'huge'"):
+        resolve_names([], "huge")
+    with pytest.raises(ConfigError, match="name at least one dataset id"):
+        resolve_names([], None)
+
+
+def test_the_quick_suite_is_the_six_pretraining_sets_and_all_have_generators():
+    assert SUITES["quick"] == ["ns2d_fno_1e-5", "ns2d_fno_1e-3", "ns2d_pdb_M1e-1_eta1e-2_zeta1e-2",
+                               "swe_pdb", "dr_pdb", "cfdbench"]
+    specs = all_generators()
+    missing = [name for name in SUITES["quick"] if name not in specs]
+    assert not missing, f"no generator module provides {missing}"
+    # the issue asks for 64x64; checked here for this module's generators (ns2d_pdb chose its own)
+    assert all(specs[name].quick.get("size") == 64 for name in SUITES["quick"] if name in MINE)
+
+
+def test_request_precedence_is_defaults_then_suite_then_options(tmp_path):
+    spec = all_generators()["ns2d_fno_1e-5"]
+    plain = build_request(spec, tmp_path)
+    assert (plain.n_train, plain.n_test, plain.size) == (spec.n_train, spec.n_test, spec.size)
+    quick = build_request(spec, tmp_path, suite="quick")
+    assert quick.n_train == spec.quick["n_train"]
+    explicit = build_request(spec, tmp_path, suite="quick", n_train=5, seed=3)
+    assert (explicit.n_train, explicit.n_test, explicit.seed) == (5, spec.quick["n_test"], 3)
+    # --size alone: stored at the upstream 64 when it divides (FNO simulates 256, stores 64) ...
+    assert build_request(spec, tmp_path, size=256).stored_size == 64
+    # ... else at the simulation size
+    assert build_request(spec, tmp_path, size=32).stored_size == 32
+    assert build_request(all_generators()["swe_pdb"], tmp_path, size=256).stored_size == 128
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"n_train": 0}, "--n-train"), ({"size": 16, "stored_size": 6}, "--stored-size 6"),
+     ({"size": 4}, "--size"), ({"seed": -1}, "--seed")],
+)
+def test_invalid_requests_name_the_option(tmp_path, options, message):
+    with pytest.raises(ConfigError, match=message):
+        build_request(all_generators()["dr_pdb"], tmp_path, **options)
+
+
+@pytest.mark.parametrize("name", MINE)
+def test_generated_data_validates_with_the_catalogue_channels_and_frames(tmp_path, name):
+    builtin = load_catalog(data_root=tmp_path)[name]
+    entry = generate([name], data_root=tmp_path, **TINY)[name]
+    assert (entry.train_size, entry.test_size, entry.in_size) == (2, 1, (8, 8))
+    assert (entry.t_total, entry.n_channels) == (builtin.t_total, builtin.n_channels)
+    assert load_catalog(data_root=tmp_path)[name] == entry  # recorded in <root>/catalog.yaml
+    report = validate_entry(entry, tmp_path)
+    assert report.ok, report.problems
+    assert report.samples_checked == 3
+    info = SampleReader(entry.path("train", tmp_path), entry.scatter).info()
+    assert info.sample_shape == (8, 8, builtin.t_total, builtin.n_channels)
+    assert sorted(p.name for p in (tmp_path / "raw" / name).iterdir()) == [STAMP_FILE]  # raw removed
+
+
+def test_finished_output_is_reused_and_a_new_request_regenerates(tmp_path, counted_dr):
+    first = generate(["dr_pdb"], data_root=tmp_path, **TINY)["dr_pdb"]
+    again = generate(["dr_pdb"], data_root=tmp_path, **TINY)["dr_pdb"]
+    assert len(counted_dr) == 1 and again == first
+    stamp = json.loads((tmp_path / "raw" / "dr_pdb" / STAMP_FILE).read_text())
+    assert stamp["n_train"] == 2 and stamp["seed"] == 0 and "moepot_version" in stamp
+
+    bigger = generate(["dr_pdb"], data_root=tmp_path, **{**TINY, "n_train": 3})["dr_pdb"]
+    assert len(counted_dr) == 2 and bigger.train_size == 3
+    assert validate_entry(bigger, tmp_path).ok
+
+    smaller = generate(["dr_pdb"], data_root=tmp_path, **{**TINY, "n_train": 1})["dr_pdb"]
+    assert smaller.train_size == 1  # old, longer outputs were removed, not resumed
+    assert SampleReader(smaller.path("train", tmp_path), True).info().n_samples == 1
+
+
+def test_deleted_outputs_are_regenerated(tmp_path, counted_dr):
+    entry = generate(["dr_pdb"], data_root=tmp_path, **TINY)["dr_pdb"]
+    for path in sorted(entry.path("test", tmp_path).iterdir()):
+        path.unlink()
+    entry.path("test", tmp_path).rmdir()
+    generate(["dr_pdb"], data_root=tmp_path, **TINY)
+    assert len(counted_dr) == 2 and validate_entry(entry, tmp_path).ok
+
+
+def test_outputs_not_written_by_generate_are_left_alone(tmp_path):
+    entry = load_catalog(data_root=tmp_path)["dr_pdb"]
+    foreign = entry.path("train", tmp_path)
+    foreign.mkdir(parents=True)
+    (foreign / "data_0.hdf5").write_bytes(b"real data")
+    with pytest.raises(DataError, match="not written by `moepot data generate`"):
+        generate(["dr_pdb"], data_root=tmp_path, **TINY)
+    assert (foreign / "data_0.hdf5").read_bytes() == b"real data"
+
+
+def _test_sample(root, **options):
+    entry = generate(["dr_pdb"], data_root=root, **{**TINY, **options})["dr_pdb"]
+    with h5py.File(entry.path("test", root) / "data_0.hdf5", "r") as f:
+        return f["data"][...]
+
+
+def test_output_is_deterministic_and_test_trajectories_ignore_n_train(tmp_path):
+    base = _test_sample(tmp_path / "a")
+    np.testing.assert_array_equal(base, _test_sample(tmp_path / "b"))
+    np.testing.assert_array_equal(base, _test_sample(tmp_path / "c", n_train=4))
+    assert not np.allclose(base, _test_sample(tmp_path / "d", seed=1))
+
+
+def test_keep_raw_keeps_the_raw_layout(tmp_path):
+    generate(["swe_pdb"], data_root=tmp_path, keep_raw=True, **TINY)
+    raw = tmp_path / "raw" / "swe_pdb" / "2D_rdb_NA_NA.h5"
+    with h5py.File(raw, "r") as f:
+        assert sorted(f.keys()) == ["0000", "0001", "0002"]
+
+
+def test_cli_generates_and_prints_a_table(tmp_path, capsys):
+    argv = ["data", "generate", "dr_pdb", "--n-train", "2", "--n-test", "1", "--size", "8",
+            "--data-root", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "dr_pdb" in out and "8x8" in out and str(tmp_path / "catalog.yaml") in out
+    assert main([*argv, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["datasets"]
+    assert rows[0]["train_size"] == 2 and rows[0]["t_total"] == 101
+    assert main(["data", "generate", "nope", "--data-root", str(tmp_path)]) == 2
+    assert "no generator for dataset id(s) nope" in capsys.readouterr().err
