@@ -186,7 +186,27 @@ def test_record_entries_merges_atomically(tmp_path):
     assert catalog["mine"].train_size == 9 and catalog["mine"].test_size == 2
     assert catalog["mine"].in_size == (16, 16)
     assert catalog["swe_pdb"].test_size == 4
-    assert [p.name for p in tmp_path.iterdir()] == [CATALOG_FILENAME]  # no temporary file left
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))  # no temporary file left
+
+
+def _record_many(root: str, prefix: str, count: int) -> None:
+    for i in range(count):
+        record_entries(root, {f"{prefix}{i}": NEW_ENTRY})
+
+
+def test_record_entries_from_parallel_processes_loses_nothing(tmp_path):
+    # Generators run in parallel processes and record into the same catalog.yaml.
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_record_many, args=(str(tmp_path), p, 15)) for p in ("a", "b")]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert all(w.exitcode == 0 for w in workers)
+    catalog = load_catalog(data_root=tmp_path)
+    assert all(f"{p}{i}" in catalog for p in ("a", "b") for i in range(15))
 
 
 def test_record_entries_refuses_bad_fields_and_keeps_the_file(tmp_path):

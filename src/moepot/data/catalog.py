@@ -21,6 +21,7 @@ root are followed without checks (a common way to place large data on another di
 from __future__ import annotations
 
 import difflib
+import fcntl
 import functools
 import os
 import posixpath
@@ -232,16 +233,21 @@ def record_entries(data_root: str | os.PathLike, entries: Mapping[str, Mapping[s
     """
     root = Path(data_root)
     target = root / CATALOG_FILENAME
-    current = _read_layer(target) if target.is_file() else {}
     update = _validate_layer({str(k): {str(f): _plain(v) for f, v in dict(fields).items()}
                               for k, fields in entries.items()}, f"record_entries({target})")
-    for name, fields in update.items():
-        current.setdefault(name, {}).update(fields)
-    _merge([_builtin_layer(), (str(target), current, False)])  # refuse an update that breaks an entry
-    text = "# Written by moepot (generators): catalogue entries for the data under this root.\n"
-    text += yaml.safe_dump({name: _yaml_ready(f) for name, f in current.items()}, sort_keys=False)
-    with atomic_path(target) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    root.mkdir(parents=True, exist_ok=True)
+    # Read-modify-write under an exclusive lock: generators running in parallel processes record
+    # their entries into the same file.
+    with open(root / f".{CATALOG_FILENAME}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = _read_layer(target) if target.is_file() else {}
+        for name, fields in update.items():
+            current.setdefault(name, {}).update(fields)
+        _merge([_builtin_layer(), (str(target), current, False)])  # refuse an update that breaks an entry
+        text = "# Written by moepot (generators): catalogue entries for the data under this root.\n"
+        text += yaml.safe_dump({name: _yaml_ready(f) for name, f in current.items()}, sort_keys=False)
+        with atomic_path(target) as tmp:
+            tmp.write_text(text, encoding="utf-8")
     return target
 
 

@@ -2,15 +2,21 @@
 
 A checkpoint is one ``torch.save`` file of plain containers and tensors only::
 
-    {"format": "moepot-train-checkpoint", "version": 1,
+    {"format": "moepot-train-checkpoint", "version": 2,
      "model": state_dict (of the unwrapped model, MoE temperatures included as buffers),
      "model_config": dict, "optimizer": ..., "scheduler": ..., "rng": {...},
      "step": int, "epoch": int, "batch_in_epoch": int, "best_metric": float,
-     "config": dict (the resolved TrainConfig), "extra": dict}
+     "config": dict (the resolved TrainConfig), "extra": dict,
+     "checksum": "sha256:..." (of everything else, see payload_digest)}
 
 so ``torch.load(path, weights_only=True)`` reads it and nothing unpickles arbitrary objects.
 Files are written through :func:`moepot.io.atomic_path` (temporary file + rename): a killed
-process, a full disk or an unwritable directory leaves the previous checkpoint intact.
+process, a full disk or an unwritable directory leaves the previous checkpoint intact. The
+checksum catches what torch's zip reader does not: a damaged byte inside tensor data.
+
+Test hook (off by default): with ``MOEPOT_TEST_CHECKPOINT_PAUSE=<seconds>`` in the environment,
+every checkpoint write stops for that long with half of its bytes on disk, so that a test can
+kill the process in the middle of a write (``tests/train/test_crash.py``).
 
 Layout inside a run directory: ``checkpoints/step_00000123.pt`` (the last ``keep_last``),
 ``checkpoints/last.pt`` and ``checkpoints/best.pt`` (hard links to, or copies of, a step file).
@@ -20,11 +26,13 @@ The run directory itself is guarded by :class:`RunLock`.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import random
 import shutil
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +41,13 @@ import torch
 
 from moepot.errors import CheckpointError
 from moepot.io import atomic_path
+from moepot.models.checkpoints import CHECKSUM_KEY, describe_load_failure, payload_digest, verify_checksum
 
 log = logging.getLogger(__name__)
 
 FORMAT = "moepot-train-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: with a checksum; version 1 files (none) still load
+PAUSE_ENV = "MOEPOT_TEST_CHECKPOINT_PAUSE"
 
 
 # --------------------------------------------------------------------------- save / load
@@ -50,9 +60,14 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """
     path = Path(path)
     payload = {"format": FORMAT, "version": VERSION, **state}
+    payload[CHECKSUM_KEY] = payload_digest(payload)
     try:
         with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
+            pause = float(os.environ.get(PAUSE_ENV) or 0)
+            if pause > 0:
+                _save_with_pause(payload, tmp, pause)
+            else:
+                torch.save(payload, tmp)
     except OSError as exc:
         raise CheckpointError(
             f"could not write checkpoint {path}: {exc.strerror or exc}; "
@@ -65,8 +80,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Read a training checkpoint with ``weights_only=True``.
 
     Raises:
-        CheckpointError: missing file, unreadable/unsafe content, or not a moepot training
-            checkpoint.
+        CheckpointError: missing file, unreadable/unsafe content (truncated, not a zip, a
+            pickle that needs arbitrary objects), content that does not match its checksum, or
+            not a moepot training checkpoint.
     """
     path = Path(path)
     if not path.is_file():
@@ -74,13 +90,46 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt/unsafe files
-        raise CheckpointError(f"cannot load checkpoint {path} safely (weights_only): {exc}") from exc
+        raise CheckpointError(describe_load_failure(path, exc)) from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a moepot training checkpoint (no 'format': {FORMAT!r}); "
             "to start from model weights use `moepot finetune --checkpoint`"
         )
+    verify_checksum(state, path)
     return state
+
+
+def _save_with_pause(payload: dict[str, Any], path: Path, pause: float) -> None:
+    """Test hook: write the serialised ``payload`` to ``path`` in two halves, ``pause`` seconds
+    apart (see the module docstring)."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    with open(path, "wb") as fh:
+        fh.write(data[: len(data) // 2])
+        fh.flush()
+        log.debug("%s: pausing %.2fs half-way through a checkpoint write (%s)", path, pause, PAUSE_ENV)
+        time.sleep(pause)
+        fh.write(data[len(data) // 2 :])
+
+
+def remove_partial_writes(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files (``.<name>.<random>.tmp``) that :func:`moepot.io.atomic_path`
+    leaves when a process is killed mid-write; call it only while holding the run's lock.
+
+    Returns the removed paths.
+    """
+    removed = []
+    for leftover in sorted(Path(directory).glob(".*.tmp")):
+        if leftover.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+                removed.append(leftover)
+    if removed:
+        log.warning("removed %d partial file(s) left by an interrupted run in %s: %s", len(removed), directory,
+                    ", ".join(p.name for p in removed))
+    return removed
 
 
 # --------------------------------------------------------------------------- RNG state

@@ -39,11 +39,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moepot.errors import CheckpointError, ConfigError
+from moepot.errors import CheckpointError, ConfigError, MoepotError
 from moepot.eval.metrics import relative_l2
 from moepot.eval.rollout import slide_window
 from moepot.train import distributed as dist_utils
-from moepot.train.checkpoint import CheckpointManager, RunLock, capture_rng, load_checkpoint, restore_rng
+from moepot.train.checkpoint import (
+    CheckpointManager,
+    RunLock,
+    capture_rng,
+    load_checkpoint,
+    remove_partial_writes,
+    restore_rng,
+)
 from moepot.train.config import TrainConfig
 from moepot.train.logger import RunLogger
 from moepot.train.optim import build_optimizer
@@ -124,9 +131,11 @@ def train(
     if info.is_main:
         lock.acquire()
     try:
-        return _train_locked(
-            config, info, run_path, resume, finetune_from, max_minutes, stop_after_steps, progress, started
-        )
+        with contextlib.ExitStack() as cleanup:  # closes the progress bar first, so an error starts a new line
+            return _train_locked(
+                config, info, run_path, resume, finetune_from, max_minutes, stop_after_steps, progress, started,
+                cleanup,
+            )
     finally:
         lock.release()
 
@@ -141,9 +150,13 @@ def _train_locked(
     stop_after_steps: int | None,
     progress: bool,
     started: float,
+    cleanup: contextlib.ExitStack,
 ) -> RunResult:
     logger = RunLogger(run_path, enabled=info.is_main, tensorboard=config.use_writer)
     checkpoints = CheckpointManager(run_path, keep_last=config.keep_last)
+    if info.is_main:  # we hold the lock: temporary files here belong to a killed run
+        remove_partial_writes(run_path)
+        remove_partial_writes(checkpoints.dir)
     logger.save_config(config.to_yaml_dict())
     log.info("run directory %s (%d process%s on %s)", run_path, info.world_size,
              "es" if info.distributed else "", info.device)
@@ -240,6 +253,9 @@ def _train_locked(
         step, epoch = state["step"], state["epoch"]
         batch_in_epoch, best_metric = state["batch_in_epoch"], state["best_metric"]
         logger.resume_from(step)
+        # a run killed between an evaluation and its checkpoint logged a record the resumed
+        # run will log again: keep only the records the checkpoint had seen
+        logger.records = logger.records[: state.get("evaluations", len(logger.records))]
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_file, step, epoch, batch_in_epoch)
 
     model = dist_utils.wrap_model(raw_model, info)
@@ -264,6 +280,7 @@ def _train_locked(
             "best_metric": best_metric,
             "config": config.to_yaml_dict(),
             "finetune": finetuning,
+            "evaluations": len(logger.records),  # metrics.jsonl records up to this checkpoint
         }
 
     def save(is_best: bool = False) -> Path:
@@ -297,7 +314,7 @@ def _train_locked(
     last_good: Path | None = resume_file
     bad_streak = 0
     budget_s = None if max_minutes is None else max_minutes * 60.0
-    bar = _progress_bar(total_steps, step, enabled=progress and info.is_main)
+    bar = cleanup.enter_context(_progress_bar(total_steps, step, enabled=progress and info.is_main))
     model.train()
     done = step >= total_steps or epoch >= config.epochs
     while not done:
@@ -310,8 +327,10 @@ def _train_locked(
             num_workers=config.num_workers,
             drop_last=True,
         )
-        for batch in loader:
+        for batch in _batches(loader):
             x, y, mask, dataset_index = (t.to(info.device) for t in batch[:4])
+            # buffers (BatchNorm statistics, MoE temperatures) change in the forward: kept to undo a skipped step
+            buffers_before = {name: b.detach().clone() for name, b in raw_model.named_buffers()}
             train_mask = mask.amax(dim=(1, 2), keepdim=True) if mask_channels else None  # [B, 1, 1, 1, C]
 
             # ---- forward: autoregressive bundles, gradients through the rollout
@@ -346,14 +365,18 @@ def _train_locked(
             finite = torch.stack([total.detach().float(), grad_norm.float()]).isfinite().all().float()
             if dist_utils.all_reduce_sum(finite, info).item() < info.world_size:
                 optimizer.zero_grad(set_to_none=True)
+                _restore_buffers(raw_model, buffers_before)  # a NaN forward poisons BatchNorm statistics
                 bad_streak += 1
                 result.skipped_steps += 1
                 log.warning(
-                    "step %d: non-finite loss or gradient (loss %s, grad norm %s); skipped (%d in a row)",
-                    step + 1, total.item(), grad_norm.item(), bad_streak,
+                    "step %d (epoch %d, batch %d): %s; step skipped, weights and buffers unchanged "
+                    "(%d non-finite step(s) in a row, restore after nan_tolerance = %d)",
+                    step + 1, epoch, batch_in_epoch, _what_is_not_finite(total, grad_norm, info),
+                    bad_streak, config.nan_tolerance,
                 )
                 if bad_streak >= config.nan_tolerance:
-                    _recover(raw_model, optimizer, scheduler, last_good, config.nan_lr_factor, info)
+                    _recover(raw_model, optimizer, scheduler, last_good, config.nan_lr_factor, info,
+                             reason=f"{bad_streak} non-finite steps in a row at step {step + 1}")
                     bad_streak = 0
                 continue
             bad_streak = 0
@@ -422,19 +445,55 @@ def _eval_and_save(evaluate, logger: RunLogger, result: RunResult, step: int, ep
 
 
 def _recover(model: nn.Module, optimizer, scheduler, checkpoint: Path | None, lr_factor: float,
-             info: dist_utils.DistInfo) -> None:
+             info: dist_utils.DistInfo, *, reason: str) -> None:
     """After too many non-finite steps: reload the last good checkpoint (model, optimizer,
     schedule) and lower the learning rate."""
+    lr_before = optimizer.param_groups[0]["lr"]
     if checkpoint is not None and Path(checkpoint).is_file():
         state = load_checkpoint(checkpoint, map_location=info.device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        log.warning("restored the last good checkpoint %s", checkpoint)
+        log.warning("%s: restored the last good checkpoint %s (step %d)", reason, checkpoint, state["step"])
     else:
-        log.warning("no checkpoint to restore yet; keeping the current weights")
+        log.warning("%s: no checkpoint to restore yet; keeping the current weights", reason)
     scale_schedule(scheduler, lr_factor)
-    log.warning("learning rate lowered by x%g (now %.3e)", lr_factor, optimizer.param_groups[0]["lr"])
+    log.warning("learning rate lowered by x%g (now %.3e, was %.3e) for the rest of the run",
+                lr_factor, optimizer.param_groups[0]["lr"], lr_before)
+
+
+def _what_is_not_finite(loss: torch.Tensor, grad_norm: torch.Tensor, info: dist_utils.DistInfo) -> str:
+    """Which of this rank's loss and gradient norm is NaN/Inf, for the skip warning."""
+    parts = [f"{name} {value.item():.4g}" for name, value in (("loss", loss), ("gradient norm", grad_norm))
+             if not torch.isfinite(value).all()]
+    if not parts:
+        return f"non-finite loss or gradient on another process (here: loss {loss.item():.4g})"
+    return "non-finite " + " and ".join(parts)
+
+
+def _restore_buffers(model: nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    """Put back the buffers captured before a forward (undoing its BatchNorm/temperature updates)."""
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            buffer.copy_(saved[name])
+
+
+def _batches(loader: torch.utils.data.DataLoader) -> Iterator[Any]:
+    """The loader's batches; a :class:`MoepotError` raised in a worker process is re-raised with
+    its own one-line message (the DataLoader wraps it in the worker's traceback)."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except MoepotError as exc:
+            message = str(exc)
+            marker = f"{type(exc).__module__}.{type(exc).__name__}: "
+            if message.startswith("Caught ") and marker in message:
+                raise type(exc)(message.rsplit(marker, 1)[1].strip()) from None
+            raise
+        yield batch
 
 
 def _model_config_dict(model: nn.Module) -> dict[str, Any]:
@@ -490,6 +549,7 @@ def load_model_for_eval(checkpoint: str | os.PathLike, device: str | None = None
         with contextlib.suppress(Exception):
             state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and state.get("format") == FORMAT:
+        state = load_checkpoint(path)  # checks the checksum
         model_config = dict(state["model_config"])
         model = moepot.build_model(model_config.pop("name"), **model_config)
         model.load_state_dict(state["model"])

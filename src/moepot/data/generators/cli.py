@@ -52,6 +52,8 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
         help="root of the data and catalog.yaml (default: $MOEPOT_DATA_ROOT, else .)",
     )
     parser.add_argument("--keep-raw", action="store_true", help="keep the raw files after conversion")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="datasets generated in parallel processes (default: one per core)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--list", action="store_true", help="list the ids that have a generator and exit")
@@ -76,6 +78,7 @@ def run_generate(args: argparse.Namespace) -> int:
         suite=args.suite,
         progress=not args.no_progress,
         keep_raw=args.keep_raw,
+        workers=args.workers,
     )
     rows = [
         {

@@ -1,0 +1,140 @@
+"""``moepot route`` (router interpretability of a checkpoint) and ``moepot quickstart``.
+
+``route`` loads a MoE-POT checkpoint, records the routing decisions on test samples of the
+given datasets and writes a report (usage heatmaps, dataset classifier, entropy per layer) plus
+``routing.json``; ``quickstart`` runs :func:`moepot.analysis.quickstart.run_quickstart`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+from moepot.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def default_quickstart_data_root() -> Path:
+    """``$MOEPOT_CACHE/quickstart-data``, else ``$XDG_CACHE_HOME`` or ``~/.cache`` ``/moepot/quickstart-data``."""
+    if os.environ.get("MOEPOT_CACHE"):
+        return Path(os.environ["MOEPOT_CACHE"]) / "quickstart-data"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "moepot" / "quickstart-data"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    route = subparsers.add_parser(
+        "route",
+        help="router interpretability: which experts each dataset uses, and can the router tell them apart",
+        description=(
+            "Record the top-k routing decisions of every MoE layer on test samples of the given datasets; "
+            "write expert-usage heatmaps, the usage entropy per layer and a cross-validated classifier "
+            "that predicts the dataset from the routing vectors (report.md, report.html, routing.json)."
+        ),
+    )
+    route.add_argument("--checkpoint", required=True, help="MoE-POT checkpoint (ours or an official .pth)")
+    route.add_argument("--data", nargs="+", required=True, metavar="NAME", help="catalogue dataset names")
+    route.add_argument("--data-root", help="data root (default $MOEPOT_DATA_ROOT or the current directory)")
+    route.add_argument("--catalog", help="extra catalogue file")
+    route.add_argument("--res", type=_positive_int, help="grid the samples are resized to (default the model's)")
+    route.add_argument("--n-samples", type=_positive_int, default=64,
+                       help="test samples per dataset (default 64; fewer if the split is smaller)")
+    route.add_argument("--method", choices=("centroid", "logistic"), default="centroid",
+                       help="classifier: nearest class centroid (default) or multinomial logistic regression")
+    route.add_argument("--folds", type=_positive_int, default=5, help="cross-validation folds (default 5)")
+    route.add_argument("--batch-size", type=_positive_int, default=16)
+    route.add_argument("--device", help="cpu, cuda, cuda:1 (default: a GPU when available)")
+    route.add_argument("--out", default="runs/route", help="report directory (default runs/route)")
+    route.add_argument("--json", action="store_true", help="print the analysis as JSON")
+    route.set_defaults(func=run_route)
+
+    quick = subparsers.add_parser(
+        "quickstart",
+        help="from nothing to a report: generate data, pre-train MoE-POT and DPOT, evaluate, analyse",
+        description=(
+            "Generate (or reuse) the quick suite of the six pre-training datasets, pre-train a small MoE-POT "
+            "and a DPOT with the same number of activated parameters under the same budget, evaluate both "
+            "zero-shot on every dataset and write a report with errors, curves, rollouts and the router analysis."
+        ),
+    )
+    quick.add_argument("--out", default="runs/quickstart", help="report directory (default runs/quickstart)")
+    quick.add_argument("--minutes", type=_positive_float, default=8.0,
+                       help="total time budget in minutes (default 8; training gets most of it)")
+    quick.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    quick.add_argument("--seed", type=int, default=0)
+    quick.add_argument("--data-root", help="cache of the generated data (default $MOEPOT_CACHE/quickstart-data "
+                                           "or ~/.cache/moepot/quickstart-data)")
+    quick.add_argument("--json", action="store_true", help="print the summary as JSON")
+    quick.set_defaults(func=run_quickstart_command)
+
+
+def run_route(args: argparse.Namespace) -> int:
+    from moepot.analysis import sections
+    from moepot.analysis.report import Report
+    from moepot.analysis.routing import analyze_routing, collect_test_routing
+    from moepot.io import atomic_path
+    from moepot.train.loop import load_model_for_eval
+
+    model = load_model_for_eval(args.checkpoint, device=args.device)
+    if not model.moe_layers():
+        raise ConfigError(f"--checkpoint {args.checkpoint}: a dense model has no router to analyse; give a MoE-POT")
+    record = collect_test_routing(
+        model, args.data, res=args.res, n_samples=args.n_samples, catalog=args.catalog,
+        data_root=args.data_root, batch_size=args.batch_size,
+    )
+    analysis = analyze_routing(record, folds=args.folds, method=args.method)
+
+    out = Path(args.out)
+    report = Report(f"Router analysis of {Path(args.checkpoint).name}", out)
+    sections.routing_section(report, analysis, top_k=record.top_k)
+    md_path, html_path = report.write()
+    summary = {"checkpoint": str(args.checkpoint), "report": str(html_path), **analysis.to_dict()}
+    with atomic_path(out / "routing.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1))
+
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    result = analysis.classification
+    if result is not None:
+        print(f"dataset from routing: accuracy {result.accuracy:.3f} (chance {result.chance:.3f}, "
+              f"{result.method}, {result.folds}-fold)")
+    print("usage entropy per layer (bits): " + ", ".join(f"{h:.2f}" for h in analysis.entropy))
+    print(f"report: {html_path} (and {md_path.name})")
+    return 0
+
+
+def run_quickstart_command(args: argparse.Namespace) -> int:
+    from moepot.analysis.quickstart import QuickstartOptions, run_quickstart
+
+    options = QuickstartOptions(
+        out=Path(args.out),
+        minutes=args.minutes,
+        device=args.device,
+        seed=args.seed,
+        data_root=Path(args.data_root) if args.data_root else default_quickstart_data_root(),
+    )
+    summary = run_quickstart(options)
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=1))
+    else:
+        print(summary.text())
+    return 0

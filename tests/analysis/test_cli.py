@@ -1,0 +1,88 @@
+"""``moepot route`` end to end on tiny protocol datasets, and routing recorded from the real model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny_data import write_decay_dataset
+
+import moepot
+from moepot.analysis.cli import default_quickstart_data_root
+from moepot.analysis.routing import collect_routing
+from moepot.cli import main
+from moepot.models.registry import save_pretrained
+
+FIXTURES = Path(__file__).parents[2] / ".." / "shared" / "fixtures"
+
+
+@pytest.mark.skipif(not (FIXTURES / "moepot_ref_a_case.pt").is_file(), reason="reference fixtures not present")
+def test_collect_routing_reproduces_the_original_codes_topk():
+    """The record holds what the original MoE-POT chose for the fixture inputs (eval mode)."""
+    model = moepot.load_pretrained(FIXTURES / "moepot_ref_a.pth")
+    case = torch.load(FIXTURES / "moepot_ref_a_case.pt", weights_only=True)
+    batch = (case["input"], torch.zeros(len(case["input"]), dtype=torch.long))
+    record = collect_routing(model, [batch], names=["fixture"], progress=False)
+    expected_indices = case["eval_topk_indices"].permute(1, 0, 2).numpy()  # [L, B, k] -> [B, L, k]
+    expected_weights = case["eval_topk_weights"].permute(1, 0, 2).numpy()
+    np.testing.assert_array_equal(record.indices, expected_indices)
+    np.testing.assert_allclose(record.weights, expected_weights, rtol=1e-5, atol=1e-7)
+
+
+def tiny_moepot_checkpoint(path: Path) -> Path:
+    torch.manual_seed(0)
+    model = moepot.build_model(
+        "moepot", img_size=16, patch_size=4, in_channels=1, out_channels=1, in_timesteps=4,
+        embed_dim=16, depth=2, n_blocks=2, modes=4, out_layer_dim=8, n_cls=2,
+    )
+    return save_pretrained(model.eval(), path)
+
+
+def test_route_command_writes_report_and_json(tmp_path, capsys):
+    for name, rate in (("decay_slow", 0.95), ("decay_fast", 0.5)):
+        write_decay_dataset(tmp_path / "data", name, n_test=10, size=16, t_total=8, t_in=4, rate=rate)
+    checkpoint = tiny_moepot_checkpoint(tmp_path / "tiny.safetensors")
+    out = tmp_path / "route"
+    argv = ["route", "--checkpoint", str(checkpoint), "--data", "decay_slow", "decay_fast",
+            "--data-root", str(tmp_path / "data"), "--n-samples", "8", "--out", str(out), "--folds", "4",
+            "--device", "cpu"]
+    assert main(argv + ["--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((out / "routing.json").read_text())
+    assert printed == saved
+    assert saved["datasets"] == ["decay_slow", "decay_fast"] and saved["n_samples"] == [8, 8]
+    confusion = np.array(saved["classification"]["confusion"])
+    assert confusion.shape == (2, 2) and confusion.sum() == 16
+    assert saved["classification"]["accuracy"] == pytest.approx(np.trace(confusion) / 16)
+    assert len(saved["usage_entropy_bits"]) == 2  # depth 2
+    for name in ("report.md", "report.html", "routing_usage.png", "routing_confusion.png", "routing_entropy.png"):
+        assert (out / name).is_file()
+
+    assert main(argv) == 0
+    assert "accuracy" in capsys.readouterr().out
+
+    # Data read on another grid are resized to the model's, as in evaluation.
+    assert main(argv + ["--res", "24", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_samples"] == [8, 8]
+
+
+def test_route_command_reports_a_dense_checkpoint_as_an_error(tmp_path, capsys):
+    write_decay_dataset(tmp_path / "data", "decay", n_test=4, size=16, t_in=4)
+    dense = moepot.build_model("dpot", img_size=16, patch_size=4, in_channels=1, out_channels=1, in_timesteps=4,
+                               embed_dim=16, depth=1, n_blocks=2, modes=4, out_layer_dim=8)
+    path = save_pretrained(dense, tmp_path / "dense.safetensors")
+    code = main(["route", "--checkpoint", str(path), "--data", "decay", "--data-root", str(tmp_path / "data"),
+                 "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "dense model has no router" in capsys.readouterr().err
+
+
+def test_quickstart_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("MOEPOT_CACHE", str(tmp_path / "cache"))
+    assert default_quickstart_data_root() == tmp_path / "cache" / "quickstart-data"
+    monkeypatch.delenv("MOEPOT_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_quickstart_data_root() == tmp_path / "xdg" / "moepot" / "quickstart-data"

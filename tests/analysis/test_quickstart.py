@@ -1,0 +1,108 @@
+"""The quickstart pipeline on tiny datasets and models: matched sizes, report, figures, numbers."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_data import write_decay_dataset
+
+import moepot
+from moepot.analysis.quickstart import (
+    QuickstartOptions,
+    base_config,
+    matched_mlp_ratio,
+    resolve_sizes,
+    run_quickstart,
+)
+from moepot.errors import ConfigError
+
+TINY = {"res": 16, "patch_size": 4, "width": 16, "depth": 2, "modes": 3, "batch_size": 4}
+
+
+def activated_by_hand(model: torch.nn.Module, top_k: int = 4, n_experts: int = 16) -> int:
+    """All parameters minus the (n_experts - top_k) idle routed experts of every MoE layer."""
+    total = sum(p.numel() for p in model.parameters())
+    routed = sum(p.numel() for name, p in model.named_parameters() if ".experts." in name)
+    return total - routed * (n_experts - top_k) // n_experts
+
+
+@pytest.mark.parametrize(("width", "depth"), [(16, 2), (64, 2), (48, 3)])
+def test_dense_model_matches_the_activated_parameters_of_the_moe(width, depth):
+    options = QuickstartOptions(width=width, depth=depth, t_in=4)
+    sizes = resolve_sizes(options)
+    moe_config = base_config(options, sizes, ["a", "b"], 2, family="moepot", mlp_ratio=1.0)
+    ratio = matched_mlp_ratio(moe_config)
+
+    def build(family: str, mlp_ratio: float) -> torch.nn.Module:
+        overrides = {**moe_config.model_config_overrides(), "mlp_ratio": mlp_ratio}
+        with torch.device("meta"):
+            return moepot.build_model(family, **overrides)
+
+    target = activated_by_hand(build("moepot", 1.0))
+    dense = sum(p.numel() for p in build("dpot", ratio).parameters())
+    assert abs(dense - target) / target < 0.03
+    for neighbour in (ratio - 1 / width, ratio + 1 / width):  # the closest whole hidden width
+        other = sum(p.numel() for p in build("dpot", neighbour).parameters())
+        assert abs(other - target) >= abs(dense - target)
+
+
+def test_sizes_follow_the_device_and_reject_bad_ones():
+    assert resolve_sizes(QuickstartOptions(device="cpu"))["res"] == 32
+    assert resolve_sizes(QuickstartOptions(device="cpu", res=64, width=96))["width"] == 96
+    with pytest.raises(ConfigError, match="expected cpu or cuda"):
+        resolve_sizes(QuickstartOptions(device="tpu"))
+    with pytest.raises(ConfigError, match="not a multiple of patch_size"):
+        resolve_sizes(QuickstartOptions(res=30, patch_size=4))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_sizes(QuickstartOptions(device="cuda"))
+
+
+@pytest.mark.slow
+def test_quickstart_writes_the_report_with_both_models_on_every_dataset(tmp_path):
+    from moepot.eval.evaluate import evaluate_model
+    from moepot.train.loop import load_model_for_eval
+
+    data = tmp_path / "data"
+    names = ["decay_slow", "decay_fast"]
+    for name, rate in zip(names, (0.95, 0.6)):
+        write_decay_dataset(data, name, n_train=8, n_test=4, size=16, t_total=7, t_in=4, t_test=3, rate=rate)
+    out = tmp_path / "report"
+    options = QuickstartOptions(out=out, minutes=1.0, data_root=data, datasets=names, t_in=4, n_test=2,
+                                max_steps=3, out_layer_dim=8, progress=False, **TINY)
+    summary = run_quickstart(options)
+
+    # Both models trained for the same steps with matched activated parameters.
+    moe_run, dense_run = summary.runs
+    assert moe_run.steps == dense_run.steps == 3
+    assert abs(dense_run.activated_params - moe_run.activated_params) / moe_run.activated_params < 0.03
+
+    # The table's numbers are what an independent evaluation of the saved checkpoints gives.
+    for run in summary.runs:
+        model = load_model_for_eval(run.checkpoint)
+        again = evaluate_model(model, names, data_root=data, n_test=2)
+        for name in names:
+            for metric in ("rel_l2_step", "rel_l2_rollout"):
+                assert run.metrics[name][metric] == pytest.approx(again[name][metric], rel=1e-5)
+
+    markdown = (out / "report.md").read_text()
+    for name in names:
+        row = next(line for line in markdown.splitlines() if line.startswith(f"| {name} |"))
+        assert row.count("|") == 6  # dataset + 2 metrics x 2 models
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", markdown)
+    for name in names:
+        assert f"rollout_{name}_MoE-POT.png" in linked and f"rollout_{name}_DPOT.png" in linked
+    assert {"training_curves.png", "routing_usage.png", "routing_confusion.png", "routing_entropy.png"} <= set(linked)
+    for png in linked:
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(linked)
+
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["datasets"] == names and 0.0 <= saved["routing_accuracy"] <= 1.0
+    assert Path(saved["report"]) == out / "report.html"
+    assert "report:" in summary.text()

@@ -1,0 +1,278 @@
+"""Router analysis on synthetic routing records whose answer is known by construction."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+import torch
+
+from moepot.analysis.routing import (
+    RoutingRecord,
+    analyze_routing,
+    classify,
+    collect_routing,
+    concat_records,
+    routing_vectors,
+    stratified_folds,
+    usage_entropy,
+    usage_matrix,
+)
+from moepot.errors import ConfigError, DataError
+
+E, K = 16, 4
+
+
+def random_weights(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Softmax-like weights: positive, summing to 1 over the last axis, in decreasing order."""
+    w = rng.dirichlet(np.ones(shape[-1]), size=shape[:-1]).astype(np.float32)
+    return -np.sort(-w, axis=-1)
+
+
+def random_topk(rng: np.random.Generator, n: int, n_layers: int) -> np.ndarray:
+    """[n, L, K] distinct experts per (sample, layer), drawn uniformly."""
+    return np.argsort(rng.random((n, n_layers, E)), axis=-1)[..., :K]
+
+
+def separable_record(n_per_class: int = 20, n_classes: int = 4, n_layers: int = 3, seed: int = 0):
+    """Dataset d always routes to experts 4d..4d+3 (in a random order, with random weights)."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(n_classes), n_per_class)
+    base = (K * labels)[:, None, None] + np.zeros((1, n_layers, K), dtype=np.int64)
+    order = np.argsort(rng.random((len(labels), n_layers, K)), axis=-1)
+    indices = base + order
+    return RoutingRecord(
+        names=tuple(f"d{i}" for i in range(n_classes)),
+        labels=labels,
+        indices=indices,
+        weights=random_weights(rng, indices.shape),
+    )
+
+
+def random_record(n: int, n_classes: int, n_layers: int = 2, seed: int = 0) -> RoutingRecord:
+    """Labels independent of the routing: nothing to learn."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % n_classes
+    return RoutingRecord(
+        names=tuple(f"d{i}" for i in range(n_classes)),
+        labels=labels,
+        indices=random_topk(rng, n, n_layers),
+        weights=random_weights(rng, (n, n_layers, K)),
+    )
+
+
+def chance_tolerance(n: int, p: float) -> float:
+    """Four binomial standard deviations of an accuracy measured on n samples."""
+    return 4 * math.sqrt(p * (1 - p) / n)
+
+
+# ----------------------------------------------------------------------------- vectors and summaries
+
+
+def test_routing_vectors_round_trip_to_topk():
+    record = random_record(30, 3, n_layers=2, seed=1)
+    vectors = routing_vectors(record).reshape(30, 2, E)
+    np.testing.assert_allclose(vectors.sum(-1), 1.0, rtol=1e-6)
+    top = np.argsort(-vectors, axis=-1, kind="stable")[..., :K]
+    np.testing.assert_array_equal(np.sort(top, -1), np.sort(record.indices, -1))
+    np.testing.assert_allclose(np.take_along_axis(vectors, record.indices, -1), record.weights)
+
+
+def test_usage_matrix_matches_explicit_loops():
+    record = random_record(25, 3, n_layers=2, seed=2)
+    frequency, mean_weight = usage_matrix(record)
+    for layer in range(2):
+        for d in range(3):
+            members = np.flatnonzero(record.labels == d)
+            for e in range(E):
+                chosen = [n for n in members if e in record.indices[n, layer]]
+                assert frequency[layer, d, e] == pytest.approx(len(chosen) / len(members))
+                total = sum(
+                    float(record.weights[n, layer][list(record.indices[n, layer]).index(e)]) for n in chosen
+                )
+                assert mean_weight[layer, d, e] == pytest.approx(total / len(members), rel=1e-5)
+    np.testing.assert_allclose(frequency.sum(-1), K)
+    np.testing.assert_allclose(mean_weight.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_usage_matrix_marks_a_dataset_without_samples_as_nan():
+    record = random_record(10, 2, seed=3)
+    record = RoutingRecord(("a", "b", "empty"), record.labels, record.indices, record.weights)
+    frequency, mean_weight = usage_matrix(record)
+    assert np.isnan(frequency[:, 2]).all() and np.isnan(mean_weight[:, 2]).all()
+    assert not np.isnan(frequency[:, :2]).any()
+
+
+def test_usage_entropy_analytic_extremes():
+    n = 64
+    # Layer 0: the same 4 experts for everyone -> log2(4); layer 1: each expert chosen equally
+    # often (sample n uses 4(n%4)..4(n%4)+3) -> log2(16).
+    indices = np.zeros((n, 2, K), dtype=np.int64)
+    indices[:, 0] = np.arange(K)
+    indices[:, 1] = K * (np.arange(n) % 4)[:, None] + np.arange(K)
+    record = RoutingRecord(("a",), np.zeros(n, dtype=np.int64), indices, np.full((n, 2, K), 0.25, np.float32))
+    np.testing.assert_allclose(usage_entropy(record), [2.0, 4.0])
+
+
+def test_stratified_folds_balance_every_class():
+    labels = np.array([0] * 23 + [1] * 7 + [2] * 11)
+    fold_of = stratified_folds(labels, 5, seed=4)
+    for c, count in [(0, 23), (1, 7), (2, 11)]:
+        per_fold = np.bincount(fold_of[labels == c], minlength=5)
+        assert per_fold.sum() == count
+        assert per_fold.max() - per_fold.min() <= 1
+
+
+# ----------------------------------------------------------------------------- the classifier
+
+
+@pytest.mark.parametrize("method", ["centroid", "logistic"])
+def test_classifier_recovers_separable_datasets(method):
+    record = separable_record(n_per_class=15, n_classes=4)
+    result = classify(routing_vectors(record), record.labels, folds=5, method=method)
+    assert result.accuracy == 1.0
+    np.testing.assert_array_equal(result.confusion, np.diag([15] * 4))
+    assert result.chance == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("method", ["centroid", "logistic"])
+def test_classifier_recovers_noisy_but_informative_routing(method):
+    """Each dataset prefers its own experts 80% of the time: accuracy well above chance."""
+    rng = np.random.default_rng(5)
+    separable, noise = separable_record(n_per_class=40, n_classes=3, n_layers=2), random_record(120, 3)
+    keep = rng.random((120, 2, 1)) < 0.8
+    record = RoutingRecord(
+        separable.names, separable.labels, np.where(keep, separable.indices, noise.indices), separable.weights
+    )
+    result = classify(routing_vectors(record), record.labels, folds=5, method=method)
+    assert result.accuracy > 0.9
+
+
+@pytest.mark.parametrize("method", ["centroid", "logistic"])
+@pytest.mark.parametrize(("n", "n_classes"), [(300, 3), (400, 4)])
+def test_classifier_is_at_chance_on_random_routing(method, n, n_classes):
+    record = random_record(n, n_classes, seed=n)
+    result = classify(routing_vectors(record), record.labels, folds=5, method=method)
+    assert abs(result.accuracy - result.chance) < chance_tolerance(n, result.chance)
+    assert result.confusion.sum() == n
+
+
+def test_classifier_is_exactly_at_chance_on_identical_routing():
+    """All routing vectors equal: the classifier falls back to the most frequent class."""
+    n = 50
+    labels = np.array([0] * 10 + [1] * 30 + [2] * 10)
+    indices = np.broadcast_to(np.arange(K), (n, 2, K)).copy()
+    record = RoutingRecord(("a", "b", "c"), labels, indices, np.full((n, 2, K), 0.25, np.float32))
+    result = classify(routing_vectors(record), labels, folds=5, method="centroid")
+    assert result.chance == pytest.approx(0.6)
+    assert result.accuracy == pytest.approx(0.6)
+    assert (result.confusion[:, 1] == [10, 30, 10]).all()
+
+
+def test_classifier_rejects_bad_input():
+    vectors, labels = np.zeros((10, 4)), np.arange(10) % 2
+    with pytest.raises(ConfigError, match="unknown method 'svm'"):
+        classify(vectors, labels, method="svm")
+    with pytest.raises(ConfigError, match="folds"):
+        classify(vectors, labels, folds=11)
+    with pytest.raises(DataError, match="at least 2 classes"):
+        classify(vectors, np.zeros(10, dtype=int))
+    with pytest.raises(DataError, match="labels"):
+        classify(vectors, labels[:5])
+
+
+def test_record_rejects_out_of_range_labels_and_experts():
+    record = random_record(6, 2)
+    with pytest.raises(DataError, match="labels must lie in"):
+        RoutingRecord(("a",), record.labels, record.indices, record.weights)
+    with pytest.raises(DataError, match="expert indices"):
+        RoutingRecord(record.names, record.labels, record.indices + E, record.weights)
+
+
+def test_analyze_routing_summary_and_single_dataset():
+    record = separable_record(n_per_class=10, n_classes=2, n_layers=2)
+    summary = analyze_routing(record, folds=5).to_dict()
+    assert summary["classification"]["accuracy"] == 1.0
+    assert summary["n_samples"] == [10, 10]
+    assert len(summary["usage_entropy_bits"]) == 2
+    # Each dataset's samples use exactly its own 4 experts.
+    assert summary["frequency"][0][1] == [0.0] * 4 + [1.0] * 4 + [0.0] * 8
+
+    single = concat_records([record], ["only"])
+    assert analyze_routing(single).classification is None
+
+
+# ----------------------------------------------------------------------------- recording from a model
+
+
+class FakeMoELayer(torch.nn.Module):
+    """Routes sample b to experts (s, s+1, s+2, s+3) with s = round(mean of its input) mod 13."""
+
+    def __init__(self, shift: int):
+        super().__init__()
+        self.shift = shift
+        self.experts = torch.nn.ModuleList(torch.nn.Identity() for _ in range(E))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        start = (x.mean(dim=(1, 2, 3, 4)).round().long() + self.shift) % (E - K + 1)
+        self.last_topk_indices = start[:, None] + torch.arange(K)
+        self.last_topk_weights = torch.tensor([0.4, 0.3, 0.2, 0.1]).expand(len(x), K)
+        return x
+
+
+class FakeMoEModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.ModuleList([FakeMoELayer(0), FakeMoELayer(5)])
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def moe_layers(self):
+        return list(self.layers)
+
+    def forward(self, x):
+        for layer in self.layers:
+            layer(x)
+        return x * self.scale
+
+
+class Sample(NamedTuple):
+    x: torch.Tensor
+    y: torch.Tensor
+    mask: torch.Tensor
+    dataset_index: int
+
+
+class ConstantDataset(torch.utils.data.Dataset):
+    """Sample i is a constant field of value i; dataset index = i // 3."""
+
+    names = ["p", "q", "r"]
+
+    def __len__(self):
+        return 9
+
+    def __getitem__(self, i):
+        x = torch.full((4, 4, 2, 1), float(i))
+        return Sample(x, x[..., :1, :], torch.ones(4, 4, 1, 1), i // 3)
+
+
+def test_collect_routing_records_each_layer_in_sample_order():
+    model = FakeMoEModel().train()
+    record = collect_routing(model, ConstantDataset(), batch_size=4, progress=False)
+    assert model.training  # the caller's mode is restored
+    assert record.names == ("p", "q", "r")
+    np.testing.assert_array_equal(record.labels, np.arange(9) // 3)
+    for i in range(9):
+        for layer, shift in enumerate([0, 5]):
+            start = (i + shift) % (E - K + 1)
+            np.testing.assert_array_equal(record.indices[i, layer], start + np.arange(K))
+    np.testing.assert_allclose(record.weights.sum(-1), 1.0, rtol=1e-6)
+
+
+def test_collect_routing_accepts_a_loader_and_rejects_dense_models():
+    loader = torch.utils.data.DataLoader(ConstantDataset(), batch_size=5)
+    record = collect_routing(FakeMoEModel(), loader, names=["p", "q", "r"], progress=False)
+    assert record.n_samples == 9 and record.n_layers == 2
+    with pytest.raises(ConfigError, match="no MoE layers"):
+        collect_routing(torch.nn.Linear(2, 2), loader, progress=False)
