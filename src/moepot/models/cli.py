@@ -1,0 +1,52 @@
+"""``moepot info NAME_OR_CHECKPOINT [--json]``: architecture and parameter counts.
+
+Counts are taken on the meta device (no weights allocated), so even ``moepot info dpot-h`` is
+instant; a checkpoint's tensors are not read either, only their shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "info",
+        help="architecture summary and parameter counts of a preset or checkpoint",
+        description="Print the architecture, the total parameters and the parameters active per "
+        "forward (MoE: top_k of the routed experts per layer) of a model preset or checkpoint file.",
+    )
+    parser.add_argument(
+        "model",
+        metavar="NAME_OR_CHECKPOINT",
+        help="a preset (moepot-ti, dpot-m, fno, ...) or a checkpoint file",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run_info)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from moepot.models.registry import describe_source
+
+    info = describe_source(args.model)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(format_info(info))
+    return 0
+
+
+def format_info(info: dict) -> str:
+    """Human-readable summary of :func:`moepot.models.registry.describe` output."""
+    cfg = info["config"]
+    lines = [f"model: {info['name']} ({info['family']})"]
+    if "checkpoint" in info:
+        lines.append(f"checkpoint: {info['checkpoint']}")
+    lines.append(f"total parameters:     {info['total_params']:>14,} ({info['total_params'] / 1e6:.1f}M)")
+    lines.append(
+        f"activated per sample: {info['activated_params']:>14,} ({info['activated_params'] / 1e6:.1f}M)"
+    )
+    lines.append("config:")
+    lines.extend(f"  {key:<20} {value}" for key, value in cfg.items())
+    return "\n".join(lines)

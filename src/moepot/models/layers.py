@@ -1,0 +1,175 @@
+"""Building blocks shared by DPOT and MoE-POT: activations, coordinates, patch embedding,
+time aggregation and the AFNO spectral mixer.
+
+Parameter names and shapes are those of the original code (``proj.0``, ``w``, ``gamma``,
+``w1`` ...) so published checkpoints load strictly; see architecture.md for the table.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def activation(name: str) -> nn.Module:
+    """A fresh activation module by the original's names (``gelu``, ``tanh``, ``relu`` ...)."""
+    makers = {
+        "gelu": nn.GELU,
+        "tanh": nn.Tanh,
+        "sigmoid": nn.Sigmoid,
+        "relu": nn.ReLU,
+        "leaky_relu": lambda: nn.LeakyReLU(0.1),
+        "softplus": nn.Softplus,
+        "elu": nn.ELU,
+        "silu": nn.SiLU,
+    }
+    return makers[name]()
+
+
+def append_coordinates(x: torch.Tensor) -> torch.Tensor:
+    """Append linspace(0, 1) coordinates along X, Y and T as three extra channels.
+
+    Args:
+        x: [B, X, Y, T, C]
+    Returns:
+        [B, X, Y, T, C + 3], the last three channels are the x, y and t coordinates.
+    """
+    b, nx, ny, nt, _ = x.shape
+    axes = [torch.linspace(0, 1, n, dtype=x.dtype, device=x.device) for n in (nx, ny, nt)]
+    gx, gy, gt = torch.meshgrid(*axes, indexing="ij")
+    grid = torch.stack([gx, gy, gt], dim=-1).expand(b, nx, ny, nt, 3)
+    return torch.cat([x, grid], dim=-1)
+
+
+def conv1x1(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A 1x1 ``conv`` applied as a batched matmul over the flattened grid.
+
+    Same result as ``conv(x)``; 2-4x faster than ``conv2d`` on CPU for the latent shapes here.
+    x: [N, C_in, X, Y] -> [N, C_out, X, Y].
+    """
+    n, c, nx, ny = x.shape
+    y = torch.matmul(conv.weight.flatten(1), x.reshape(n, c, nx * ny))
+    if conv.bias is not None:
+        y = y + conv.bias[:, None]
+    return y.reshape(n, -1, nx, ny)
+
+
+def unpatchify(x: torch.Tensor, conv_t: nn.ConvTranspose2d) -> torch.Tensor:
+    """A ``ConvTranspose2d`` whose kernel equals its stride (p), applied as one matmul.
+
+    Every latent cell expands to its own p x p patch: [N, D, X', Y'] -> [N, O, X' p, Y' p].
+    Same result as ``conv_t(x)``, about twice as fast on CPU.
+    """
+    n, d, lx, ly = x.shape
+    _, out_ch, p, _ = conv_t.weight.shape  # [D, O, p, p]
+    y = x.permute(0, 2, 3, 1).reshape(n * lx * ly, d) @ conv_t.weight.reshape(d, -1)
+    y = y.reshape(n, lx, ly, out_ch, p, p).permute(0, 3, 1, 4, 2, 5).reshape(n, out_ch, lx * p, ly * p)
+    return y + conv_t.bias[:, None, None] if conv_t.bias is not None else y
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping p x p patches to a D-wide latent: conv(p, stride p) -> act -> 1x1 conv.
+
+    Args:
+        in_chans: input channels (physical channels + 3 coordinates).
+        hidden: width between the two convolutions (the original uses ``out_channels * p + 3``).
+        out_dim: latent width D.
+    """
+
+    def __init__(self, patch_size: int, in_chans: int, hidden: int, out_dim: int, act: str = "gelu") -> None:
+        super().__init__()
+        self.proj = nn.Sequential(
+            nn.Conv2d(in_chans, hidden, kernel_size=patch_size, stride=patch_size),
+            activation(act),
+            nn.Conv2d(hidden, out_dim, kernel_size=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [N, C_in, X, Y] -> [N, D, X/p, Y/p]."""
+        return self.proj(x)
+
+
+class TimeAggregator(nn.Module):
+    """Collapse T_in latent frames into one with per-frame D x D weights.
+
+    ``exp_mlp``: out[..., j] = sum_t sum_i w[t, i, j] * x[..., t, i] * cos(t_lin[t] * gamma[i])
+    with t_lin = linspace(0, 1, T); ``mlp``: the same without the cosine factor.
+    """
+
+    def __init__(self, n_timesteps: int, dim: int, kind: str = "exp_mlp") -> None:
+        super().__init__()
+        self.kind = kind
+        self.w = nn.Parameter(torch.empty(n_timesteps, dim, dim))
+        if kind == "exp_mlp":
+            self.gamma = nn.Parameter(torch.empty(1, dim))
+        # On the meta device (parameter counting) there are no values to set, and normal_ /
+        # linspace there would import torch._dynamo (seconds).
+        if not self.w.is_meta:
+            with torch.no_grad():
+                nn.init.normal_(self.w, std=1.0 / (n_timesteps * dim**0.5))
+                if kind == "exp_mlp":
+                    self.gamma.copy_(2 ** torch.linspace(-10, 10, dim, device=self.w.device).unsqueeze(0))
+
+    def frame_weights(self) -> torch.Tensor:
+        """[T, D, D] effective weight per frame (w scaled by the cosine embedding for exp_mlp)."""
+        if self.kind != "exp_mlp":
+            return self.w
+        n_t = self.w.shape[0]
+        t = torch.linspace(0, 1, n_t, dtype=self.w.dtype, device=self.w.device).unsqueeze(-1)  # [T, 1]
+        embed = torch.cos(t @ self.gamma)  # [T, D]
+        return self.w * embed.unsqueeze(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, X', Y', T, D] -> [B, X', Y', D]."""
+        b, nx, ny, nt, d = x.shape
+        weights = self.frame_weights().reshape(nt * d, -1)  # [(T D), D]
+        return (x.reshape(b, nx, ny, nt * d) @ weights).reshape(b, nx, ny, -1)
+
+
+class AFNO2D(nn.Module):
+    """Adaptive Fourier neural-operator mixer with block-diagonal complex weights.
+
+    Spectrum F = rfft2(h) over (X, Y) with ``norm="ortho"``; only the low corner
+    F[:modes, :modes] is processed (negative X frequencies are dropped too, the original's
+    quirk that published checkpoints depend on): o1 = act(Re) + i act(Im) of (F W1 + b1),
+    o2 = o1 W2 + b2, per block of ``D / n_blocks`` channels; all other modes are zero. Then
+    irfft2 back to the grid and add the input (the mixer's own skip).
+
+    We compute the corner only, as one complex block matmul per layer, and let ``irfft2``
+    zero-pad it to the full spectrum (the original fills four zero tensors and runs eight
+    real einsums); the result is the same to float rounding.
+
+    Parameters: ``w1``, ``w2`` [2, nb, bs, bs] and ``b1``, ``b2`` [2, nb, bs] (index 0 the real
+    part, 1 the imaginary part).
+    """
+
+    def __init__(self, width: int, n_blocks: int, modes: int, act: str = "gelu") -> None:
+        super().__init__()
+        self.n_blocks = n_blocks
+        self.block_size = width // n_blocks
+        self.modes = modes
+        self.act = activation(act)
+        bs = self.block_size
+        scale = 1.0 / (bs * bs)
+        self.w1 = nn.Parameter(torch.empty(2, n_blocks, bs, bs).uniform_(0, scale))
+        self.b1 = nn.Parameter(torch.empty(2, n_blocks, bs).uniform_(0, scale))
+        self.w2 = nn.Parameter(torch.empty(2, n_blocks, bs, bs).uniform_(0, scale))
+        self.b2 = nn.Parameter(torch.empty(2, n_blocks, bs).uniform_(0, scale))
+
+    @staticmethod
+    def _complex(p: torch.Tensor) -> torch.Tensor:
+        return torch.complex(p[0], p[1])
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h: [B, D, X, Y] (channels first) -> [B, D, X, Y]."""
+        b, d, nx, ny = h.shape
+        h_last = h.permute(0, 2, 3, 1)  # [B, X, Y, D]
+        spectrum = torch.fft.rfft2(h_last.float(), dim=(1, 2), norm="ortho")  # [B, X, Y//2+1, D]
+        mx, my = min(self.modes, nx), min(self.modes, spectrum.shape[2])
+        corner = spectrum[:, :mx, :my].reshape(b, mx, my, self.n_blocks, self.block_size)
+        o1 = torch.einsum("...bi,bio->...bo", corner, self._complex(self.w1)) + self._complex(self.b1)
+        o1 = torch.complex(self.act(o1.real), self.act(o1.imag))
+        o2 = torch.einsum("...bi,bio->...bo", o1, self._complex(self.w2)) + self._complex(self.b2)
+        # irfft2 zero-pads the corner to the (X, Y//2+1) spectrum: every other mode is zero.
+        mixed = torch.fft.irfft2(o2.reshape(b, mx, my, d), s=(nx, ny), dim=(1, 2), norm="ortho")
+        return (mixed.to(h.dtype) + h_last).permute(0, 3, 1, 2)

@@ -1,0 +1,271 @@
+"""The MoE-POT mixture-of-experts channel mixer with image-level (per-sample) routing.
+
+One routing decision per sample (for the whole latent field): a feature extractor, a router
+(1x1 convs, BatchNorm, channel attention) that scores ``num_experts`` routed experts, top-k of
+them weighted by softmax(top-k scores / temperature), plus ``num_shared_experts`` experts that
+every sample uses. Every expert is a 1x1 convolution followed by GELU.
+
+Dispatch (``expert_dispatch``):
+
+- ``sparse`` (default): the B*k (sample, expert) assignments are sorted by expert; each chosen
+  expert runs once, on exactly its gathered samples, and its weighted output is added back
+  with ``index_add_`` (the per-token pattern of DeepSeek-V3 and Mixtral, here per sample).
+- ``dense``: the original's way, every expert on every sample, multiplied by a weight that is
+  zero for the unchosen ones. Kept as a reference for tests and benchmarks.
+
+Both give the same outputs and gradients to float rounding. Experts that no sample chose get an
+exactly zero gradient in both: the sparse path adds ``0 * sum(their parameters)`` to the output,
+so under DDP (``find_unused_parameters=False``) every parameter takes part in every backward even
+when a rank routes no sample to some expert.
+
+State-dict keys are the original's: ``feature_extractor.conv.0``, ``gating.gate.{0..7}``,
+``shared_experts.{i}.conv.0``, ``experts.{e}.conv.0``; ``temperature`` (a buffer) is ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from moepot.models.layers import conv1x1
+
+TEMPERATURE_START = 2.0
+TEMPERATURE_DECAY = 0.99
+TEMPERATURE_FLOOR = 0.5  # also the inference / fine-tuning temperature
+
+
+class ConvExpert(nn.Module):
+    """1x1 conv + GELU: [N, C_in, X', Y'] -> [N, C_out, X', Y'].
+
+    Keeps the original's ``conv.0`` parameters; the convolution runs as a matmul (:func:`conv1x1`).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(in_dim, out_dim, kernel_size=1), nn.GELU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(conv1x1(x, self.conv[0]))
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-excitation style gate: z * sigmoid(fc(avgpool z) + fc(maxpool z)).
+
+    The router applies it to a 1x1 map, where both pools equal z.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        self.fc = nn.Sequential(
+            nn.Conv2d(channels, channels // reduction, kernel_size=1),
+            nn.GELU(),
+            nn.Conv2d(channels // reduction, channels, kernel_size=1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z: [B, C, X, Y] -> [B, C, X, Y]."""
+        avg = self.fc(z.mean(dim=(2, 3), keepdim=True))
+        peak = self.fc(z.amax(dim=(2, 3), keepdim=True))
+        return z * torch.sigmoid(avg + peak)
+
+
+class Router(nn.Module):
+    """Scores of the routed experts from the pooled features.
+
+    ``gate``: conv(Hm->2Hm), BN, GELU, channel attention, conv(2Hm->Hm), BN, GELU,
+    conv(Hm->E). The BatchNorms couple the samples of a training batch. A training batch of
+    a single sample cannot use batch statistics (the variance of one value is undefined), so
+    for B = 1 the router uses the running statistics (and does not update them) even in
+    training mode.
+    """
+
+    def __init__(self, hidden: int, num_experts: int) -> None:
+        super().__init__()
+        self.gate = nn.Sequential(
+            nn.Conv2d(hidden, 2 * hidden, kernel_size=1),
+            nn.BatchNorm2d(2 * hidden),
+            nn.GELU(),
+            ChannelAttention(2 * hidden),
+            nn.Conv2d(2 * hidden, hidden, kernel_size=1),
+            nn.BatchNorm2d(hidden),
+            nn.GELU(),
+            nn.Conv2d(hidden, num_experts, kernel_size=1),
+        )
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        """pooled: [B, Hm, 1, 1] -> scores [B, E]."""
+        if self.training and pooled.shape[0] == 1:
+            with _running_batchnorm(self.gate):
+                return self.gate(pooled).flatten(1)
+        return self.gate(pooled).flatten(1)
+
+
+@contextlib.contextmanager
+def _running_batchnorm(module: nn.Module) -> Iterator[None]:
+    """Put the BatchNorms of ``module`` in eval mode for the duration of the block."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for m in norms:
+        m.train(False)
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.train(True)
+
+
+def balance_loss(topk_indices: torch.Tensor, topk_weights: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """The original's load-balancing loss: mean_e (importance_e - ideal)^2.
+
+    importance_e is the sum over the batch of the weights given to expert e; ideal is the sum
+    of all weights divided by the number of experts.
+
+    Args:
+        topk_indices: [B, k] chosen experts; topk_weights: [B, k] their weights.
+    Returns:
+        scalar tensor.
+    """
+    importance = topk_weights.new_zeros(num_experts).index_add(
+        0, topk_indices.flatten(), topk_weights.flatten()
+    )
+    ideal = topk_weights.sum() / num_experts
+    return ((importance - ideal) ** 2).mean()
+
+
+class MoELayer(nn.Module):
+    """Image-level mixture of experts: [B, D, X', Y'] -> ([B, D, X', Y'], balance loss).
+
+    After each forward ``last_topk_indices`` [B, k] (long) and ``last_topk_weights`` [B, k]
+    (detached) hold the routing decision, for the router analysis.
+
+    Args:
+        dim: latent width D; hidden: Hm; num_experts: routed experts E; num_shared: shared
+        experts; top_k: experts per sample; dispatch: ``sparse`` or ``dense``;
+        temperature_decay: ``forward`` or ``step`` (see :meth:`step_temperature`).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        num_experts: int = 16,
+        num_shared: int = 2,
+        top_k: int = 4,
+        dispatch: str = "sparse",
+        temperature_decay: str = "forward",
+    ) -> None:
+        super().__init__()
+        self.num_experts = num_experts
+        self.top_k = top_k
+        self.dispatch = dispatch
+        self.temperature_decay = temperature_decay
+        self.finetune = False
+        self.feature_extractor = ConvExpert(dim, hidden)
+        self.gating = Router(hidden, num_experts)
+        self.shared_experts = nn.ModuleList(ConvExpert(hidden, dim) for _ in range(num_shared))
+        self.experts = nn.ModuleList(ConvExpert(hidden, dim) for _ in range(num_experts))
+        self.register_buffer("temperature", torch.tensor(TEMPERATURE_START))
+        self.last_topk_indices: torch.Tensor | None = None
+        self.last_topk_weights: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ modes
+    def set_finetune(self, enabled: bool = True) -> None:
+        """Freeze (or release) the feature extractor and the router.
+
+        Frozen, they get no gradient and stay in eval mode under ``model.train()`` (the router's
+        BatchNorm statistics stay fixed); the temperature is set to 0.5 and never decays, and
+        there is no balance loss.
+        """
+        self.finetune = enabled
+        for module in (self.feature_extractor, self.gating):
+            module.requires_grad_(not enabled)
+        if enabled:
+            self.temperature.fill_(TEMPERATURE_FLOOR)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> MoELayer:
+        super().train(mode)
+        if self.finetune:
+            self.feature_extractor.eval()
+            self.gating.eval()
+        return self
+
+    @torch.no_grad()
+    def step_temperature(self) -> None:
+        """Decay the temperature once (x0.99, floor 0.5); used with ``temperature_decay="step"``."""
+        if not self.finetune:
+            self.temperature.mul_(TEMPERATURE_DECAY).clamp_(min=TEMPERATURE_FLOOR)
+
+    # ------------------------------------------------------------------ forward
+    def route(self, features: torch.Tensor, temperature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """features: [B, Hm, X', Y'] -> (indices [B, k] long, weights [B, k])."""
+        scores = self.gating(features.mean(dim=(2, 3), keepdim=True))  # [B, E]
+        top_scores, indices = scores.topk(self.top_k, dim=1)
+        weights = torch.softmax(top_scores / temperature, dim=1)
+        return indices, weights
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h: [B, D, X', Y'] -> (out [B, D, X', Y'], balance loss scalar)."""
+        features = self.feature_extractor(h)  # [B, Hm, X', Y']
+        temperature = self.temperature.clone()
+        indices, weights = self.route(features, temperature)
+        self.last_topk_indices = indices.detach()
+        self.last_topk_weights = weights.detach()
+
+        if self.dispatch == "dense":
+            routed = self._dense(features, indices, weights)
+        else:
+            routed = self._sparse(features, indices, weights)
+        out = routed
+        if len(self.shared_experts):
+            shared = torch.stack([expert(features) for expert in self.shared_experts]).mean(dim=0)
+            out = shared + routed
+
+        learning_router = self.training and not self.finetune
+        if learning_router:
+            aux = balance_loss(indices, weights, self.num_experts)
+            if self.temperature_decay == "forward":
+                self.step_temperature()
+        else:
+            aux = h.new_zeros(())
+        return out, aux
+
+    def _sparse(self, features: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Run each chosen expert once, on exactly its samples.
+
+        features: [B, Hm, X', Y']; indices, weights: [B, k]. The B*k (sample, expert) slots are
+        sorted by expert, the features gathered once in that order ([B*k, Hm, X', Y']), each
+        expert runs on its contiguous run of slots, and its weighted result is added back to
+        its samples with ``index_add_``.
+        """
+        flat_experts = indices.flatten()  # [B k]
+        order = torch.argsort(flat_experts, stable=True)
+        samples = torch.div(order, self.top_k, rounding_mode="floor")  # sample of each sorted slot
+        counts = torch.bincount(flat_experts, minlength=self.num_experts).tolist()
+        runs = features[samples].split(counts)  # per expert: [n_e, Hm, X', Y']
+        run_weights = weights.flatten()[order].split(counts)
+        run_samples = samples.split(counts)
+        out = None
+        for e in (e for e, count in enumerate(counts) if count):
+            routed = self.experts[e](runs[e]) * run_weights[e][:, None, None, None]  # [n_e, D, X', Y']
+            if out is None:
+                out = routed.new_zeros((features.shape[0], *routed.shape[1:]))
+            out.index_add_(0, run_samples[e], routed)
+
+        unused = [p for e, count in enumerate(counts) if count == 0 for p in self.experts[e].parameters()]
+        if unused and torch.is_grad_enabled():
+            # zero-valued and exact: keeps every expert in the autograd graph, so DDP's reducer
+            # sees a (zero) gradient for experts that no sample on this rank chose
+            out = out + 0.0 * sum(p.sum() for p in unused)
+        return out
+
+    def _dense(self, features: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The original's way: every expert on every sample, unchosen ones weighted by 0."""
+        gate = weights.new_zeros(features.shape[0], self.num_experts).scatter(1, indices, weights)  # [B, E]
+        out = 0
+        for e, expert in enumerate(self.experts):
+            out = out + expert(features) * gate[:, e, None, None, None]
+        return out

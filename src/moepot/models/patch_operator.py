@@ -1,0 +1,125 @@
+"""The trunk shared by DPOT and MoE-POT: embed, aggregate time, mix, decode.
+
+Forward for ``x: [B, X, Y, T, C]`` (architecture.md, "Forward pass"):
+
+1. optional instance normalisation (mean and unbiased std over X, Y, T per sample and
+   channel, + 1e-6), whose 2C statistics also feed ``scale_feats_mu`` / ``scale_feats_sigma``;
+2. three coordinate channels (x, y, t in [0, 1]);
+3. patch embedding of every frame, plus ``pos_embed``;
+4. time aggregation of the T frames into one latent [B, D, X/p, Y/p] (3 and 4 are computed
+   in a cheaper, equivalent order: see :meth:`PatchOperator.embed`);
+5. if normalising: x <- scale_sigma * x + scale_mu;
+6. ``depth`` blocks (subclasses decide the channel mixer);
+7. class logits from the spatial mean of the latent;
+8. decoder back to [B, X, Y, T_out, C] (flat channel index t * C + c);
+9. if normalising: pred <- pred * sigma + mu.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from moepot.models.base import ModelOutput, NeuralOperator
+from moepot.models.config import ModelConfig
+from moepot.models.layers import PatchEmbed, TimeAggregator, activation, append_coordinates, unpatchify
+
+
+class PatchOperator(NeuralOperator):
+    """DPOT-style patch operator; subclasses implement :meth:`make_block`.
+
+    A block maps ``[B, D, X', Y'] -> ([B, D, X', Y'], aux_loss scalar or None)``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        cfg = config
+        d, p = cfg.embed_dim, cfg.patch_size
+        lx, ly = (side // p for side in cfg.grid)
+        if cfg.normalize:
+            self.scale_feats_mu = nn.Linear(2 * cfg.in_channels, d)
+            self.scale_feats_sigma = nn.Linear(2 * cfg.in_channels, d)
+        self.patch_embed = PatchEmbed(p, cfg.in_channels + 3, cfg.out_channels * p + 3, d, cfg.act)
+        self.pos_embed = nn.Parameter(torch.zeros(1, d, lx, ly))
+        self.time_agg_layer = TimeAggregator(cfg.in_timesteps, d, cfg.time_agg)
+        self.blocks = nn.ModuleList(self.make_block(cfg) for _ in range(cfg.depth))
+        self.cls_head = nn.Sequential(
+            nn.Linear(d, d),
+            activation(cfg.act),
+            nn.Linear(d, d),
+            activation(cfg.act),
+            nn.Linear(d, cfg.n_cls),
+        )
+        self.out_layer = nn.Sequential(
+            nn.ConvTranspose2d(d, cfg.out_layer_dim, kernel_size=p, stride=p),
+            activation(cfg.act),
+            nn.Conv2d(cfg.out_layer_dim, cfg.out_layer_dim, kernel_size=1),
+            activation(cfg.act),
+            nn.Conv2d(cfg.out_layer_dim, cfg.out_channels * cfg.out_timesteps, kernel_size=1),
+        )
+        self._init_weights()
+
+    def make_block(self, config: ModelConfig) -> nn.Module:
+        raise NotImplementedError
+
+    def _init_weights(self) -> None:
+        """The original's initialisation: truncated normal (std 0.02) for Linear and pos_embed."""
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch-embed every frame, add ``pos_embed``, aggregate the frames over time.
+
+        x: [B, X, Y, T, C+3] -> [B, D, X', Y']. Mathematically ``time_agg(patch_embed(frame_t)
+        + pos_embed)``; but the patch embedding ends in a linear 1x1 conv (H -> D, H =
+        out_channels * p + 3) and the time aggregation is linear too, so we fold the conv and
+        ``pos_embed`` into the per-frame time weights and contract the H-wide features directly:
+        T*H*D instead of T*D*D multiply-adds per latent cell (about 15x fewer for the published
+        sizes). The result equals the original order of operations to float rounding.
+        """
+        b, nx, ny, nt, nc = x.shape
+        proj_in, act, proj_out = self.patch_embed.proj
+        frames = x.permute(0, 3, 4, 1, 2).reshape(b * nt, nc, nx, ny)  # [(B T), C+3, X, Y]
+        feats = act(proj_in(frames))  # [(B T), H, X', Y']
+        h, lx, ly = feats.shape[1:]
+        feats = feats.reshape(b, nt, h, lx, ly).permute(0, 3, 4, 1, 2).reshape(b, lx, ly, nt * h)
+        time_weights = self.time_agg_layer.frame_weights()  # [T, D, D]
+        folded = torch.einsum("dh,tde->the", proj_out.weight.flatten(1), time_weights)  # [T, H, D]
+        offset = (self.pos_embed[0] + proj_out.bias[:, None, None]).permute(1, 2, 0)  # [X', Y', D]
+        latent = feats @ folded.reshape(nt * h, -1) + offset @ time_weights.sum(dim=0)  # [B, X', Y', D]
+        return latent.permute(0, 3, 1, 2).contiguous()
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        """x: [B, X, Y, T_in, C] -> ModelOutput(pred [B, X, Y, T_out, C_out], cls [B, n_cls], aux)."""
+        cfg = self.config
+        self.check_input(x, cfg.grid)
+        b, nx, ny, nt, _ = x.shape
+
+        if cfg.normalize:
+            mu = x.mean(dim=(1, 2, 3), keepdim=True)  # [B, 1, 1, 1, C]
+            sigma = x.std(dim=(1, 2, 3), keepdim=True) + 1e-6
+            x = (x - mu) / sigma
+            stats = torch.cat([mu, sigma], dim=-1).reshape(b, -1)  # [B, 2C]
+            scale_mu = self.scale_feats_mu(stats)[:, :, None, None]  # [B, D, 1, 1]
+            scale_sigma = self.scale_feats_sigma(stats)[:, :, None, None]
+
+        latent = self.embed(append_coordinates(x))  # [B, D, X', Y']
+        if cfg.normalize:
+            latent = scale_sigma * latent + scale_mu
+
+        aux_loss = latent.new_zeros(())
+        for block in self.blocks:
+            latent, aux = block(latent)
+            if aux is not None:
+                aux_loss = aux_loss + aux
+
+        cls_logits = self.cls_head(latent.mean(dim=(2, 3)))
+        pred = self.out_layer[1:](unpatchify(latent, self.out_layer[0]))  # = out_layer(latent)
+        pred = pred.permute(0, 2, 3, 1)  # [B, X, Y, T_out * C]
+        pred = pred.reshape(b, nx, ny, cfg.out_timesteps, cfg.out_channels)
+        if cfg.normalize:
+            pred = pred * sigma + mu
+        return ModelOutput(pred, cls_logits, aux_loss)

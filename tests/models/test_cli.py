@@ -1,0 +1,54 @@
+"""``moepot info`` on a preset and on a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from moepot.cli import main
+
+
+def test_info_preset_json(capsys):
+    assert main(["info", "moepot-s", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert round(info["total_params"] / 1e6, 1) == 166.3
+    assert round(info["activated_params"] / 1e6, 1) == 90.8
+    assert info["config"]["embed_dim"] == 1024
+
+
+def test_info_text(capsys):
+    assert main(["info", "dpot-ti"]) == 0
+    out = capsys.readouterr().out
+    assert "total parameters" in out and "dpot-ti" in out
+
+
+def test_info_checkpoint_counts_the_file_parameters(capsys, fixtures_dir):
+    path = fixtures_dir / "moepot_ref_a.pth"
+    assert main(["info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        state = torch.load(path, weights_only=True)["model"]
+    params = {k: v for k, v in state.items() if not any(s in k for s in ("running_", "num_batches"))}
+    assert info["total_params"] == sum(v.numel() for v in params.values())
+    expert = sum(v.numel() for k, v in params.items() if k.startswith("blocks.0.MoE.experts.0."))
+    depth = info["config"]["depth"]
+    assert info["activated_params"] == info["total_params"] - depth * 12 * expert
+
+
+def test_info_unknown_name_is_a_one_line_error(capsys):
+    assert main(["info", "moepot-xxl"]) == 2
+    assert "moepot-ti" in capsys.readouterr().err
+
+
+def test_info_on_our_safetensors_checkpoint(capsys, tmp_path):
+    from moepot import build_model
+    from moepot.models.registry import save_pretrained
+
+    model = build_model("moepot", img_size=16, patch_size=4, embed_dim=16, depth=1, n_blocks=2, modes=2)
+    path = save_pretrained(model, tmp_path / "tiny.safetensors")
+    assert main(["info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["total_params"] == sum(p.numel() for p in model.parameters())
+    assert info["config"] == model.config.to_dict()

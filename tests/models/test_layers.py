@@ -1,0 +1,94 @@
+"""Layers against second implementations written the original's way."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from moepot.models.layers import AFNO2D, TimeAggregator, append_coordinates
+
+from .conftest import rel_err
+
+
+def afno_original_way(layer: AFNO2D, h: torch.Tensor) -> torch.Tensor:
+    """The original's AFNO: four zero tensors, eight real einsums on the kept corner."""
+    x = h.permute(0, 2, 3, 1)
+    b, nx, ny, c = x.shape
+    x_orig = x
+    x = torch.fft.rfft2(x, dim=(1, 2), norm="ortho").reshape(
+        b, nx, ny // 2 + 1, layer.n_blocks, layer.block_size
+    )
+    o1_real = torch.zeros(x.shape)
+    o1_imag = torch.zeros(x.shape)
+    o2_real = torch.zeros(x.shape)
+    o2_imag = torch.zeros(x.shape)
+    m = layer.modes
+    w1, b1, w2, b2 = layer.w1, layer.b1, layer.w2, layer.b2
+    mix = "...bi,bio->...bo"
+    xr, xi = x[:, :m, :m].real, x[:, :m, :m].imag
+    o1_real[:, :m, :m] = layer.act(torch.einsum(mix, xr, w1[0]) - torch.einsum(mix, xi, w1[1]) + b1[0])
+    o1_imag[:, :m, :m] = layer.act(torch.einsum(mix, xi, w1[0]) + torch.einsum(mix, xr, w1[1]) + b1[1])
+    o2_real[:, :m, :m] = (
+        torch.einsum(mix, o1_real[:, :m, :m], w2[0]) - torch.einsum(mix, o1_imag[:, :m, :m], w2[1]) + b2[0]
+    )
+    o2_imag[:, :m, :m] = (
+        torch.einsum(mix, o1_imag[:, :m, :m], w2[0]) + torch.einsum(mix, o1_real[:, :m, :m], w2[1]) + b2[1]
+    )
+    x = torch.view_as_complex(torch.stack([o2_real, o2_imag], dim=-1)).reshape(b, nx, ny // 2 + 1, c)
+    x = torch.fft.irfft2(x, s=(nx, ny), dim=(1, 2), norm="ortho")
+    return (x + x_orig).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("grid,modes", [((8, 8), 32), ((16, 16), 3), ((12, 10), 4), ((6, 14), 5)])
+def test_afno_matches_the_original_formulation(grid, modes):
+    torch.manual_seed(0)
+    layer = AFNO2D(width=16, n_blocks=4, modes=modes)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_()  # weights of both signs, so the activation matters
+    h = torch.randn(3, 16, *grid, requires_grad=True)
+    ours = layer(h)
+    ref = afno_original_way(layer, h)
+    assert rel_err(ours, ref) < 1e-5
+    g_ours = torch.autograd.grad(ours.square().sum(), [h, layer.w1, layer.b2])
+    g_ref = torch.autograd.grad(ref.square().sum(), [h, layer.w1, layer.b2])
+    for a, b in zip(g_ours, g_ref):
+        assert rel_err(a, b) < 1e-5
+
+
+def test_afno_leaves_high_modes_alone():
+    """Only the low corner is mixed: a field made of a mode outside the corner passes through
+    the mixer unchanged except for the corner's bias response (same for every input)."""
+    torch.manual_seed(0)
+    layer = AFNO2D(width=8, n_blocks=2, modes=2)
+    nx = ny = 16
+    xs = torch.arange(nx, dtype=torch.float32)
+    wave = torch.cos(2 * torch.pi * 5 * xs / nx)[:, None] * torch.cos(2 * torch.pi * 6 * xs / ny)[None, :]
+    h = wave.expand(1, 8, nx, ny).clone()
+    zero = torch.zeros_like(h)
+    assert torch.allclose(layer(h) - h, layer(zero) - zero, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["exp_mlp", "mlp"])
+def test_time_aggregation_matches_its_formula(kind):
+    torch.manual_seed(0)
+    agg = TimeAggregator(n_timesteps=5, dim=8, kind=kind)
+    x = torch.randn(2, 3, 4, 5, 8)
+    t = torch.linspace(0, 1, 5)
+    embed = torch.cos(t[:, None] * agg.gamma) if kind == "exp_mlp" else torch.ones(5, 8)
+    expected = torch.einsum("tij,...ti->...j", agg.w, x * embed)
+    assert rel_err(agg(x), expected) < 1e-6
+
+
+def test_time_aggregation_gamma_init_is_powers_of_two():
+    agg = TimeAggregator(n_timesteps=3, dim=5)
+    assert torch.allclose(agg.gamma, torch.tensor([[2.0**-10, 2.0**-5, 1.0, 2.0**5, 2.0**10]]))
+
+
+def test_coordinates_span_unit_interval_per_axis():
+    x = torch.zeros(2, 4, 3, 5, 1)
+    out = append_coordinates(x)
+    assert out.shape == (2, 4, 3, 5, 4)
+    assert torch.allclose(out[0, :, 0, 0, 1], torch.linspace(0, 1, 4))
+    assert torch.allclose(out[1, 0, :, 0, 2], torch.linspace(0, 1, 3))
+    assert torch.allclose(out[0, 2, 1, :, 3], torch.linspace(0, 1, 5))

@@ -1,0 +1,177 @@
+"""The MoE layer: sparse dispatch against the dense reference, routing controls, balance loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from moepot.models.moe import MoELayer, balance_loss
+
+from .conftest import rel_err
+
+D, HM = 32, 32
+
+
+def make_pair(seed: int = 0, **kwargs) -> tuple[MoELayer, MoELayer]:
+    torch.manual_seed(seed)
+    sparse = MoELayer(D, HM, dispatch="sparse", **kwargs)
+    dense = MoELayer(D, HM, dispatch="dense", **kwargs)
+    dense.load_state_dict(sparse.state_dict())
+    return sparse, dense
+
+
+def varied_batch(b: int, seed: int = 0) -> torch.Tensor:
+    """Samples with very different means and scales, so their routes differ. [B, D, 6, 5]."""
+    g = torch.Generator().manual_seed(seed)
+    scale = torch.logspace(-2, 2, b).reshape(b, 1, 1, 1)
+    shift = torch.linspace(-3, 3, b).reshape(b, 1, 1, 1)
+    return torch.randn(b, D, 6, 5, generator=g) * scale + shift
+
+
+def grads(layer: MoELayer) -> dict[str, torch.Tensor]:
+    return {n: p.grad for n, p in layer.named_parameters()}
+
+
+@pytest.mark.parametrize("b", [1, 2, 3, 8, 13])
+@pytest.mark.parametrize("training", [True, False])
+def test_sparse_equals_dense_outputs_and_gradients(b, training):
+    sparse, dense = make_pair(seed=b)
+    x = varied_batch(b, seed=b)
+    results = []
+    for layer in (sparse, dense):
+        layer.train(training)
+        inp = x.clone().requires_grad_(True)
+        out, aux = layer(inp)
+        target = torch.sin(torch.arange(out.numel(), dtype=out.dtype)).reshape(out.shape)
+        ((out * target).sum() + aux).backward()
+        results.append((out, aux, inp.grad, grads(layer), layer.last_topk_indices))
+    (o_s, a_s, gx_s, g_s, i_s), (o_d, a_d, gx_d, g_d, i_d) = results
+    assert torch.equal(i_s, i_d)
+    assert rel_err(o_s, o_d) < 1e-5
+    assert torch.allclose(a_s, a_d, rtol=1e-5, atol=1e-7)
+    assert rel_err(gx_s, gx_d) < 1e-5
+    for name in g_d:
+        assert g_s[name] is not None, f"sparse path left {name} without a gradient"
+        if g_d[name].abs().max() == 0:
+            assert g_s[name].abs().max() == 0, name
+        else:
+            assert rel_err(g_s[name], g_d[name]) < 1e-5, name
+
+
+def test_unchosen_experts_get_zero_gradient_and_stay_in_graph():
+    """With 2 samples x 4 slots at most 8 of 16 experts run; the rest get exact zeros (for DDP)."""
+    sparse, _ = make_pair()
+    sparse.train()
+    out, aux = sparse(varied_batch(2))
+    (out.square().sum() + aux).backward()
+    chosen = set(sparse.last_topk_indices.flatten().tolist())
+    assert len(chosen) < sparse.num_experts
+    for e, expert in enumerate(sparse.experts):
+        for p in expert.parameters():
+            assert p.grad is not None
+            assert (p.grad.abs().sum() > 0) == (e in chosen), e
+
+
+def test_forward_with_no_grad_skips_unused_experts_term():
+    sparse, dense = make_pair()
+    sparse.eval()
+    dense.eval()
+    x = varied_batch(3)
+    with torch.no_grad():
+        assert rel_err(sparse(x)[0], dense(x)[0]) < 1e-5
+
+
+def test_balance_loss_against_a_loop():
+    g = torch.Generator().manual_seed(0)
+    indices = torch.stack([torch.randperm(16, generator=g)[:4] for _ in range(5)])
+    weights = torch.softmax(torch.randn(5, 4, generator=g), dim=1)
+    importance = [0.0] * 16
+    for b in range(5):
+        for k in range(4):
+            importance[int(indices[b, k])] += float(weights[b, k])
+    ideal = sum(importance) / 16
+    expected = sum((v - ideal) ** 2 for v in importance) / 16
+    assert float(balance_loss(indices, weights, 16)) == pytest.approx(expected, rel=1e-5)
+    # perfectly balanced routing costs nothing
+    balanced = torch.arange(16).reshape(4, 4)
+    assert float(balance_loss(balanced, torch.full((4, 4), 0.25), 16)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_top_k_weights_are_softmax_over_scores_divided_by_temperature():
+    layer, _ = make_pair()
+    layer.eval()
+    layer.temperature.fill_(0.7)
+    x = varied_batch(4)
+    layer(x)
+    with torch.no_grad():
+        scores = layer.gating(layer.feature_extractor(x).mean(dim=(2, 3), keepdim=True))
+    top = scores.gather(1, layer.last_topk_indices)
+    assert torch.all(top[:, :-1] >= top[:, 1:])
+    assert torch.allclose(layer.last_topk_weights, torch.softmax(top / 0.7, dim=1), atol=1e-6)
+
+
+def test_temperature_decays_per_training_forward_to_the_floor():
+    layer, _ = make_pair()
+    x = varied_batch(2)[:, :, :2, :2]
+    layer.train()
+    expected = 2.0
+    for _ in range(150):
+        layer(x)
+        expected = max(expected * 0.99, 0.5)
+        assert float(layer.temperature) == pytest.approx(expected, rel=1e-5)
+    assert float(layer.temperature) == pytest.approx(0.5)
+    layer.eval()
+    layer.temperature.fill_(1.0)
+    layer(x)
+    assert float(layer.temperature) == 1.0  # eval never changes it
+
+
+def test_step_decay_only_on_step_temperature():
+    layer, _ = make_pair(temperature_decay="step")
+    layer.train()
+    layer(varied_batch(4))
+    assert float(layer.temperature) == 2.0
+    layer.step_temperature()
+    assert float(layer.temperature) == pytest.approx(1.98)
+
+
+def test_finetune_freezes_router_and_features():
+    layer, _ = make_pair()
+    layer.set_finetune(True)
+    layer.train()
+    assert not layer.gating.training and not layer.feature_extractor.training
+    assert layer.experts.training
+    frozen = list(layer.gating.parameters()) + list(layer.feature_extractor.parameters())
+    assert all(not p.requires_grad for p in frozen)
+    bn = layer.gating.gate[1]
+    running = bn.running_mean.clone()
+    out, aux = layer(varied_batch(5))
+    assert float(aux) == 0.0
+    assert float(layer.temperature) == 0.5
+    assert torch.equal(bn.running_mean, running)
+    out.sum().backward()
+    assert all(p.grad is None for p in frozen)
+    assert layer.shared_experts[0].conv[0].weight.grad is not None
+    layer.set_finetune(False)
+    layer.train()
+    assert layer.gating.training and all(p.requires_grad for p in frozen)
+
+
+def test_training_batch_of_one_uses_running_statistics():
+    layer, _ = make_pair()
+    bn = layer.gating.gate[1]
+    with torch.no_grad():
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+    running = bn.running_mean.clone()
+    x = varied_batch(1)
+    layer.temperature.fill_(0.5)  # the floor: no decay between the two forwards
+    layer.eval()
+    ref_idx = layer(x)[0], layer.last_topk_indices.clone(), layer.last_topk_weights.clone()
+    layer.train()
+    out, aux = layer(x)  # must not raise
+    assert torch.equal(layer.last_topk_indices, ref_idx[1])
+    assert torch.allclose(layer.last_topk_weights, ref_idx[2])
+    assert torch.equal(bn.running_mean, running)
+    assert layer.gating.training  # mode restored
+    assert torch.isfinite(aux)

@@ -1,0 +1,81 @@
+"""The MoE-POT network: sparse == dense end to end, model-level MoE controls, grids."""
+
+from __future__ import annotations
+
+import torch
+
+from moepot import build_model
+
+from .conftest import rel_err
+
+TINY = dict(img_size=16, patch_size=4, in_channels=2, out_channels=2, in_timesteps=3, embed_dim=16,
+            depth=2, n_blocks=2, modes=3, out_layer_dim=8, n_cls=3)  # fmt: skip
+
+
+def varied_inputs(b: int, grid=(16, 16)) -> torch.Tensor:
+    g = torch.Generator().manual_seed(b)
+    scale = torch.logspace(-1, 1.5, b).reshape(b, 1, 1, 1, 1)
+    return torch.randn(b, *grid, 3, 2, generator=g) * scale + torch.linspace(-2, 2, b).reshape(b, 1, 1, 1, 1)
+
+
+def test_sparse_and_dense_models_agree_in_outputs_and_gradients():
+    torch.manual_seed(0)
+    sparse = build_model("moepot", **TINY)
+    dense = build_model("moepot", **TINY, expert_dispatch="dense")
+    dense.load_state_dict(sparse.state_dict())
+    x = varied_inputs(6)
+    outs = []
+    for model in (sparse, dense):
+        model.train()
+        out = model(x)
+        (out.pred.square().mean() + out.cls_logits.sum() + out.aux_loss).backward()
+        outs.append((out, {n: p.grad for n, p in model.named_parameters()}))
+    (o_s, g_s), (o_d, g_d) = outs
+    assert rel_err(o_s.pred, o_d.pred) < 1e-5
+    assert rel_err(o_s.aux_loss, o_d.aux_loss) < 1e-5
+    for name, grad in g_d.items():
+        if grad.abs().max() > 0:
+            assert rel_err(g_s[name], grad) < 1e-4, name
+        else:
+            assert g_s[name].abs().max() == 0, name
+    routes = [tuple(layer.last_topk_indices[:, 0].tolist()) for layer in sparse.moe_layers()]
+    assert any(len(set(r)) > 1 for r in routes), "the varied batch should use several routes"
+
+
+def test_aux_loss_sums_layers_in_training_and_is_zero_in_eval():
+    torch.manual_seed(0)
+    model = build_model("moepot", **TINY)
+    x = varied_inputs(4)
+    model.train()
+    out = model(x)
+    assert out.aux_loss > 0
+    model.eval()
+    assert float(model(x).aux_loss) == 0.0
+
+
+def test_model_level_finetune_and_step_temperature():
+    model = build_model("moepot", **TINY, temperature_decay="step")
+    model.train()
+    model(varied_inputs(3))
+    assert all(float(layer.temperature) == 2.0 for layer in model.moe_layers())
+    model.step_temperature()
+    assert all(abs(float(layer.temperature) - 1.98) < 1e-6 for layer in model.moe_layers())
+    model.set_finetune(True)
+    model.train()
+    out = model(varied_inputs(1))  # a batch of one, in training mode
+    assert float(out.aux_loss) == 0.0
+    for layer in model.moe_layers():
+        assert float(layer.temperature) == 0.5
+        assert not layer.gating.training
+        assert not any(p.requires_grad for p in layer.gating.parameters())
+    dpot = build_model("dpot", **TINY)
+    assert dpot.moe_layers() == []
+    dpot.set_finetune(True)
+    dpot.step_temperature()  # no-ops
+
+
+def test_rectangular_grid():
+    model = build_model("moepot", **{**TINY, "img_size": (24, 16)}, out_timesteps=2)
+    out = model(varied_inputs(2, grid=(24, 16)))
+    assert out.pred.shape == (2, 24, 16, 2, 2)
+    assert model.pos_embed.shape == (1, 16, 6, 4)

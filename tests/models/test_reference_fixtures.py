@@ -1,0 +1,94 @@
+"""Official-format checkpoints made by the original code load strictly and reproduce its outputs."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+from moepot import load_pretrained
+
+from .conftest import load_fixture, rel_err
+
+TOL = 1e-5
+
+
+@pytest.mark.parametrize("arch", ["moepot", "dpot"])
+def test_eval_outputs_match_original(arch, fixtures_dir):
+    case = load_fixture(f"{arch}_ref_a_case.pt")
+    model = load_pretrained(fixtures_dir / f"{arch}_ref_a.pth")
+    assert not model.training
+    with torch.no_grad():
+        out = model(case["input"])
+    assert out.pred.shape == case["eval_pred"].shape
+    assert rel_err(out.pred, case["eval_pred"]) < TOL
+    assert rel_err(out.cls_logits, case["eval_cls"]) < TOL
+    assert float(out.aux_loss) == 0.0
+
+
+@pytest.mark.parametrize("dispatch", ["sparse", "dense"])
+def test_moepot_routing_matches_original(dispatch, fixtures_dir):
+    case = load_fixture("moepot_ref_a_case.pt")
+    model = load_pretrained(fixtures_dir / "moepot_ref_a.pth", expert_dispatch=dispatch)
+    with torch.no_grad():
+        out = model(case["input"])
+    layers = model.moe_layers()
+    assert len(layers) == case["eval_topk_indices"].shape[0]
+    indices = torch.stack([layer.last_topk_indices for layer in layers])
+    weights = torch.stack([layer.last_topk_weights for layer in layers])
+    assert torch.equal(indices, case["eval_topk_indices"])
+    assert rel_err(weights, case["eval_topk_weights"]) < TOL
+    assert rel_err(out.pred, case["eval_pred"]) < TOL
+
+
+@pytest.mark.parametrize("dispatch", ["sparse", "dense"])
+def test_moepot_first_training_forward_matches_original(dispatch, fixtures_dir):
+    """A fresh model (temperature 2.0, router BatchNorm on batch statistics)."""
+    case = load_fixture("moepot_ref_a_case.pt")
+    model = load_pretrained(fixtures_dir / "moepot_ref_a.pth", expert_dispatch=dispatch)
+    for layer in model.moe_layers():
+        layer.temperature.fill_(2.0)
+    model.train()
+    out = model(case["input"])
+    assert rel_err(out.pred, case["train_pred"]) < TOL
+    assert rel_err(out.cls_logits, case["train_cls"]) < TOL
+    assert rel_err(out.aux_loss, case["train_balance_loss_sum"]) < TOL
+    for layer in model.moe_layers():
+        assert float(layer.temperature) == pytest.approx(case["train_temperature_after"], rel=1e-6)
+
+
+def test_module_prefix_is_stripped(tmp_path, fixtures_dir):
+    """Checkpoints saved from DDP carry 'module.' on every key."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        ckpt = torch.load(fixtures_dir / "dpot_ref_a.pth", weights_only=True)
+    ckpt["model"] = {f"module.{k}": v for k, v in ckpt["model"].items()}
+    torch.save(ckpt, tmp_path / "ddp.pth")
+    case = load_fixture("dpot_ref_a_case.pt")
+    with torch.no_grad():
+        out = load_pretrained(tmp_path / "ddp.pth")(case["input"])
+    assert rel_err(out.pred, case["eval_pred"]) < TOL
+
+
+def test_inferred_architecture_matches_checkpoint_args(fixtures_dir):
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        args = torch.load(fixtures_dir / "moepot_ref_a.pth", weights_only=True)["args"]
+    cfg = load_pretrained(fixtures_dir / "moepot_ref_a.pth").config
+    assert (cfg.img_size, cfg.patch_size, cfg.embed_dim, cfg.depth) == (
+        args.res,
+        args.patch_size,
+        args.width,
+        args.n_layers,
+    )
+    assert (cfg.n_blocks, cfg.mlp_ratio, cfg.modes, cfg.out_layer_dim) == (
+        args.n_blocks,
+        args.mlp_ratio,
+        args.modes,
+        args.out_layer_dim,
+    )
+    assert (cfg.in_timesteps, cfg.out_timesteps, cfg.n_cls) == (
+        args.T_in,
+        args.T_bundle,
+        len(args.train_paths),
+    )
+    assert cfg.normalize == bool(args.normalize)

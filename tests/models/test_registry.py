@@ -1,0 +1,178 @@
+"""Presets, configs, parameter counts and checkpoint files (ours and refused ones)."""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+
+import pytest
+import torch
+
+from moepot import build_model, load_pretrained
+from moepot.errors import CheckpointError, ConfigError
+from moepot.models.config import ModelConfig
+from moepot.models.registry import PRESETS, describe, resolve_config, save_pretrained
+
+from .conftest import rel_err
+
+TINY = dict(img_size=16, patch_size=4, in_channels=2, out_channels=2, in_timesteps=3, embed_dim=16,
+            depth=2, n_blocks=2, modes=3, out_layer_dim=8, n_cls=3)  # fmt: skip
+
+# Published sizes (architecture.md / the papers): millions of (total, activated) parameters.
+PUBLISHED = {
+    "moepot-ti": (30.2, 17.6),
+    "moepot-s": (166.3, 90.8),
+    "moepot-m": (489.6, 288.2),
+    "dpot-ti": (7.5, 7.5),
+    "dpot-s": (30.8, 30.8),
+    "dpot-m": (122.1, 122.1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_preset_parameter_counts_match_the_papers(name):
+    info = describe(resolve_config(name))
+    total, active = PUBLISHED[name]
+    assert round(info["total_params"] / 1e6, 1) == total
+    assert round(info["activated_params"] / 1e6, 1) == active
+
+
+def test_large_dpot_presets_are_near_published_sizes():
+    assert describe(resolve_config("dpot-l"))["total_params"] == pytest.approx(509e6, rel=0.03)
+    assert describe(resolve_config("dpot-h"))["total_params"] == pytest.approx(1.03e9, rel=0.03)
+
+
+def test_every_preset_builds_and_rebuilds_from_its_config():
+    for name in PRESETS:
+        cfg = resolve_config(name)
+        assert cfg.name == name
+        assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+        assert resolve_config(cfg.name, **cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("name", ["moepot-ti", "dpot-ti", "fno"])
+def test_overrides_and_rebuild(name):
+    model = build_model(name, **TINY)
+    again = build_model(model.config.name, **model.config.to_dict())
+    again.load_state_dict(model.state_dict())
+    x = torch.randn(2, 16, 16, 3, 2)
+    model.eval()
+    again.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x).pred, again(x).pred)
+
+
+def test_bad_names_and_options_are_clear_errors():
+    with pytest.raises(ConfigError, match="moepot-ti"):
+        build_model("moepot-xl")
+    with pytest.raises(ConfigError, match="expert_dispatch"):
+        build_model("moepot-ti", expert_dispatch="fast")
+    with pytest.raises(ConfigError, match="n_blocks"):
+        build_model("dpot-ti", n_blocks=3)
+    with pytest.raises(ConfigError, match="unknown model config key"):
+        build_model("dpot-ti", width=3)
+
+
+def test_wrong_input_shape_is_a_clear_error():
+    model = build_model("moepot", **TINY)
+    with pytest.raises(ConfigError, match=r"T_in=3"):
+        model(torch.randn(1, 16, 16, 4, 2))
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_save_and_load_round_trip(tmp_path, suffix):
+    torch.manual_seed(0)
+    model = build_model("moepot", **{**TINY, "img_size": (16, 12)}, normalize=True)
+    model.train()
+    model(torch.randn(3, 16, 12, 3, 2))  # moves BatchNorm statistics and the temperature
+    path = save_pretrained(model, tmp_path / f"ours{suffix}", extra={"step": 7})
+    loaded = load_pretrained(path)
+    assert loaded.config == model.config
+    assert not loaded.training
+    for key, value in model.state_dict().items():
+        if key.endswith("temperature"):
+            assert float(loaded.state_dict()[key]) == 0.5  # inference temperature
+        else:
+            assert torch.equal(loaded.state_dict()[key], value), key
+    model.eval()
+    for layer in model.moe_layers():
+        layer.temperature.fill_(0.5)
+    x = torch.randn(2, 16, 12, 3, 2)
+    with torch.no_grad():
+        assert torch.equal(loaded(x).pred, model(x).pred)
+    dense = load_pretrained(path, expert_dispatch="dense")
+    with torch.no_grad():
+        assert rel_err(dense(x).pred, model(x).pred) < 1e-5
+
+
+def test_training_checkpoint_layout_loads(tmp_path):
+    """Training checkpoints hold {'model', 'model_config', ...} (moepot.train.checkpoint)."""
+    model = build_model("dpot", **TINY)
+    torch.save({"format": "moepot-train-checkpoint", "model": model.state_dict(),
+                "model_config": model.config.to_dict(), "step": 3}, tmp_path / "train.pt")  # fmt: skip
+    assert load_pretrained(tmp_path / "train.pt").config == model.config
+
+
+class _Payload:
+    """Unpickling this would create a file: the kind of code a checkpoint must never run."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_pickle_that_would_run_code_is_refused(tmp_path):
+    target = tmp_path / "pwned.txt"
+    path = tmp_path / "evil.pth"
+    torch.save({"args": argparse.Namespace(modes=4), "model": {}, "x": _Payload(str(target))}, path)
+    assert not target.exists()
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_pretrained(path)
+    assert not target.exists()
+    # the same payload with a plain pickle (legacy format) is refused too
+    legacy = tmp_path / "evil_legacy.pth"
+    legacy.write_bytes(pickle.dumps({"model": _Payload(str(target))}))
+    with pytest.raises(CheckpointError):
+        load_pretrained(legacy)
+    assert not target.exists()
+
+
+def test_mismatched_checkpoint_names_the_keys(tmp_path):
+    model = build_model("dpot", **TINY)
+    state = model.state_dict()
+    state["extra.weight"] = torch.zeros(1)
+    state["cls_head.4.weight"] = torch.zeros(5, 16)
+    del state["blocks.1.norm1.bias"]
+    torch.save({"model": state, "model_config": model.config.to_dict()}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError) as err:
+        load_pretrained(tmp_path / "bad.pt")
+    message = str(err.value)
+    assert "missing keys: blocks.1.norm1.bias" in message
+    assert "unexpected keys: extra.weight" in message
+    assert "cls_head.4.weight (5, 16)" in message
+
+
+def test_missing_and_foreign_files_are_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_pretrained(tmp_path / "nope.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="junk.pth"):
+        load_pretrained(tmp_path / "junk.pth")
+    torch.save({"model": {"foo": torch.zeros(2)}}, tmp_path / "foreign.pth")
+    with pytest.raises(CheckpointError, match="patch_embed.proj.0.weight"):
+        load_pretrained(tmp_path / "foreign.pth")
+
+
+def test_official_layout_of_a_preset_is_recognised(tmp_path):
+    """A state dict with the shapes of DPOT-Ti, in the official file layout, is named dpot-ti;
+    other shapes keep the family name."""
+    for grid, expected_name in ((128, "dpot-ti"), (64, "dpot")):
+        model = build_model("dpot-ti", img_size=grid)
+        ckpt = {"args": argparse.Namespace(modes=32, act="gelu"), "model": model.state_dict()}
+        torch.save(ckpt, tmp_path / "official.pth")
+        config = load_pretrained(tmp_path / "official.pth").config
+        assert config.name == expected_name
+        assert {**config.to_dict(), "name": None} == {**model.config.to_dict(), "name": None}
