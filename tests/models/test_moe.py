@@ -50,12 +50,13 @@ def test_sparse_equals_dense_outputs_and_gradients(b, training):
     assert rel_err(o_s, o_d) < 1e-5
     assert torch.allclose(a_s, a_d, rtol=1e-5, atol=1e-7)
     assert rel_err(gx_s, gx_d) < 1e-5
+    scale = max(float(g.abs().max()) for g in g_d.values())
     for name in g_d:
         assert g_s[name] is not None, f"sparse path left {name} without a gradient"
         if g_d[name].abs().max() == 0:
             assert g_s[name].abs().max() == 0, name
-        else:
-            assert rel_err(g_s[name], g_d[name]) < 1e-5, name
+        else:  # atol: e.g. the bias before a training-mode BatchNorm has a rounding-noise gradient
+            assert torch.allclose(g_s[name], g_d[name], rtol=1e-4, atol=1e-6 * scale), name
 
 
 def test_unchosen_experts_get_zero_gradient_and_stay_in_graph():
@@ -104,7 +105,8 @@ def test_top_k_weights_are_softmax_over_scores_divided_by_temperature():
     x = varied_batch(4)
     layer(x)
     with torch.no_grad():
-        scores = layer.gating(layer.feature_extractor(x).mean(dim=(2, 3), keepdim=True))
+        features = torch.nn.functional.gelu(layer.feature_extractor.conv[0](x))  # the original's conv
+        scores = layer.gating(features.mean(dim=(2, 3), keepdim=True)).flatten(1)
     top = scores.gather(1, layer.last_topk_indices)
     assert torch.all(top[:, :-1] >= top[:, 1:])
     assert torch.allclose(layer.last_topk_weights, torch.softmax(top / 0.7, dim=1), atol=1e-6)

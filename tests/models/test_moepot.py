@@ -33,9 +33,10 @@ def test_sparse_and_dense_models_agree_in_outputs_and_gradients():
     (o_s, g_s), (o_d, g_d) = outs
     assert rel_err(o_s.pred, o_d.pred) < 1e-5
     assert rel_err(o_s.aux_loss, o_d.aux_loss) < 1e-5
+    scale = max(float(g.abs().max()) for g in g_d.values())
     for name, grad in g_d.items():
-        if grad.abs().max() > 0:
-            assert rel_err(g_s[name], grad) < 1e-4, name
+        if grad.abs().max() > 0:  # atol: rounding-noise gradients (bias before a BatchNorm)
+            assert torch.allclose(g_s[name], grad, rtol=1e-4, atol=1e-6 * scale), name
         else:
             assert g_s[name].abs().max() == 0, name
     routes = [tuple(layer.last_topk_indices[:, 0].tolist()) for layer in sparse.moe_layers()]

@@ -39,7 +39,7 @@ from moepot.analysis.report import Report
 from moepot.analysis.routing import analyze_routing, collect_test_routing
 from moepot.data.catalog import load_catalog
 from moepot.data.generators import all_generators
-from moepot.data.generators.run import generate
+from moepot.data.generators.run import SUITES, generate
 from moepot.errors import ConfigError
 from moepot.eval.evaluate import evaluate_model
 from moepot.io import atomic_path
@@ -233,8 +233,11 @@ def ensure_data(names: Sequence[str], data_root: Path, *, seed: int, progress: b
     Returns the catalogue of ``data_root``. Datasets without a generator must already be there.
     """
     specs = all_generators()
-    for name in names:
-        if name in specs:  # the spec's quick-suite sizes, for this id only
+    to_generate = [name for name in names if name in specs]
+    if set(to_generate) == set(SUITES["quick"]):  # the whole suite: generated in parallel processes
+        generate([], data_root=data_root, seed=seed, progress=progress, suite="quick")
+    else:
+        for name in to_generate:  # the spec's quick-suite sizes, for this id only
             generate([name], data_root=data_root, seed=seed, progress=progress, **specs[name].quick)
     return load_catalog(data_root=data_root)
 

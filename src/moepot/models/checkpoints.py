@@ -85,9 +85,15 @@ def _read_safetensors(path: Path, map_location: str | torch.device) -> WeightsFi
                 state = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise CheckpointError(f"cannot read safetensors checkpoint {path}: {exc}") from exc
-    if not meta and CHECKSUM_METADATA_KEY in metadata and payload_digest(state) != metadata[CHECKSUM_METADATA_KEY]:
-        raise CheckpointError(f"checkpoint {path} is corrupt: its tensors do not match the stored "
-                              f"{CHECKSUM_METADATA_KEY} checksum (damaged on disk or in transfer?)")
+    if (
+        not meta
+        and CHECKSUM_METADATA_KEY in metadata
+        and payload_digest(state) != metadata[CHECKSUM_METADATA_KEY]
+    ):
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt: its tensors do not match the stored "
+            f"{CHECKSUM_METADATA_KEY} checksum (damaged on disk or in transfer?)"
+        )
     try:
         config = json.loads(metadata[CONFIG_METADATA_KEY]) if CONFIG_METADATA_KEY in metadata else None
         extra = json.loads(metadata[EXTRA_METADATA_KEY]) if EXTRA_METADATA_KEY in metadata else None
@@ -241,15 +247,21 @@ def describe_load_failure(path: Path, exc: Exception, allowed: str = "") -> str:
     if isinstance(exc, pickle.UnpicklingError):
         extra = f", {allowed}" if allowed else ""
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
-        reason = next((line.split(". Please")[0] for line in lines if "WeightsUnpickler error" in line), lines[0])
-        return (f"refusing to load {path}: it is not a checkpoint that loads with weights_only=True (plain "
-                f"tensors and containers{extra}); nothing in it was run. Reason: {reason}")
+        reason = next(
+            (line.split(". Please")[0] for line in lines if "WeightsUnpickler error" in line), lines[0]
+        )
+        return (
+            f"refusing to load {path}: it is not a checkpoint that loads with weights_only=True (plain "
+            f"tensors and containers{extra}); nothing in it was run. Reason: {reason}"
+        )
     size = path.stat().st_size if path.is_file() else 0
     if size == 0:
         return f"checkpoint {path} is empty (0 bytes)"
     if not zipfile.is_zipfile(path):
-        return (f"checkpoint {path} is truncated or not a torch checkpoint ({size} bytes, no zip directory at "
-                f"its end; {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})")
+        return (
+            f"checkpoint {path} is truncated or not a torch checkpoint ({size} bytes, no zip directory at "
+            f"its end; {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})"
+        )
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return f"checkpoint {path} cannot be read (damaged file?): {reason}"
 
@@ -296,5 +308,7 @@ def verify_checksum(payload: dict[str, Any], path: str | os.PathLike) -> None:
         return  # official files and our older ones carry none
     content = {key: value for key, value in payload.items() if key != CHECKSUM_KEY}
     if payload_digest(content) != stored:
-        raise CheckpointError(f"checkpoint {path} is corrupt: its content does not match the stored "
-                              f"{CHECKSUM_KEY!r} (damaged on disk or in transfer?); use an earlier checkpoint")
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt: its content does not match the stored "
+            f"{CHECKSUM_KEY!r} (damaged on disk or in transfer?); use an earlier checkpoint"
+        )

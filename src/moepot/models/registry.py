@@ -77,9 +77,10 @@ def preset_name_for(config: ModelConfig) -> ModelConfig:
     """``config`` renamed to the preset it equals (e.g. an official MoE-POT-S file), if any."""
     fields = {k: v for k, v in config.to_dict().items() if k != "name"}
     for name in PRESETS:
-        if family_of(name) == config.family and {
-            k: v for k, v in resolve_config(name).to_dict().items() if k != "name"
-        } == fields:
+        if (
+            family_of(name) == config.family
+            and {k: v for k, v in resolve_config(name).to_dict().items() if k != "name"} == fields
+        ):
             return resolve_config(name)
     return config
 
@@ -159,7 +160,9 @@ def load_pretrained(path: str | os.PathLike, /, **overrides: Any) -> NeuralOpera
         except ConfigError as exc:
             raise CheckpointError(f"checkpoint {weights.path}: invalid model config: {exc}") from exc
     else:
-        config = preset_name_for(infer_config(weights.state_dict, weights.args, source=f"checkpoint {weights.path}"))
+        config = preset_name_for(
+            infer_config(weights.state_dict, weights.args, source=f"checkpoint {weights.path}")
+        )
     if overrides:
         config = resolve_config(config.name, **{**config.to_dict(), **overrides})
     model = model_from_config(config)
@@ -206,7 +209,10 @@ def save_pretrained(
             if path.suffix == ".safetensors":
                 from safetensors.torch import save_file
 
-                metadata = {CONFIG_METADATA_KEY: json.dumps(config), CHECKSUM_METADATA_KEY: payload_digest(state)}
+                metadata = {
+                    CONFIG_METADATA_KEY: json.dumps(config),
+                    CHECKSUM_METADATA_KEY: payload_digest(state),
+                }
                 if extra_json is not None:
                     metadata[EXTRA_METADATA_KEY] = extra_json
                 save_file(state, str(tmp), metadata=metadata)
@@ -230,7 +236,9 @@ def describe_source(source: str) -> dict[str, Any]:
     if weights.config is not None:
         config = ModelConfig.from_dict(weights.config)
     else:
-        config = preset_name_for(infer_config(weights.state_dict, weights.args, source=f"checkpoint {source}"))
+        config = preset_name_for(
+            infer_config(weights.state_dict, weights.args, source=f"checkpoint {source}")
+        )
     info = describe(config)
     info["checkpoint"] = str(source)
     return info

@@ -1,0 +1,165 @@
+"""Sparse against dense expert dispatch of MoE-POT, on CPU.
+
+The MoE-POT-Ti shape at resolution 64 (patch 8, so an 8 x 8 latent grid), batch 8,
+``torch.set_num_threads(2)``. Three measurements, each the sparse time over the dense time
+(lower is better; targets in brackets):
+
+- ``moe_layer_ratio`` (<= 0.40): one MoE layer, forward + backward;
+- ``train_step_ratio`` (<= 0.50): a full training step (forward, loss, backward, Adam step);
+- ``inference_ratio`` (<= 0.45): a full eval-mode forward under ``torch.no_grad``.
+
+Both models hold the same weights and see the same inputs; sparse and dense runs alternate
+(``repeats`` pairs) so machine noise hits both alike, and the medians are compared.
+
+    python -m benchmarks.models_speed [--quick] [--one-thread]   # prints the markdown table
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from moepot.models.registry import build_model
+
+SHAPE = {"img_size": 64, "in_channels": 4, "in_timesteps": 10}
+BATCH = 8
+
+
+def _median_pair(
+    sparse: Callable[[], None], dense: Callable[[], None], repeats: int, warmup: int = 2
+) -> tuple[float, float]:
+    """Alternate the two callables; return their median wall times in seconds."""
+    for _ in range(warmup):
+        sparse()
+        dense()
+    times_s, times_d = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sparse()
+        times_s.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        dense()
+        times_d.append(time.perf_counter() - start)
+    return statistics.median(times_s), statistics.median(times_d)
+
+
+def _models() -> tuple[torch.nn.Module, torch.nn.Module]:
+    torch.manual_seed(0)
+    sparse = build_model("moepot-ti", **SHAPE, expert_dispatch="sparse")
+    dense = build_model("moepot-ti", **SHAPE, expert_dispatch="dense")
+    dense.load_state_dict(sparse.state_dict())
+    return sparse, dense
+
+
+def _inputs(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch whose samples differ in scale, so they route to different experts."""
+    scale = torch.logspace(-1, 1, BATCH).reshape(BATCH, 1, 1, 1, 1)
+    x = torch.randn(BATCH, 64, 64, 10, 4, generator=generator) * scale
+    y = torch.randn(BATCH, 64, 64, 1, 4, generator=generator) * scale
+    return x, y
+
+
+def bench_moe_layer(repeats: int) -> tuple[float, float]:
+    sparse_model, dense_model = _models()
+    sparse, dense = sparse_model.moe_layers()[0], dense_model.moe_layers()[0]
+    sparse.train()
+    dense.train()
+    h = torch.randn(BATCH, 512, 8, 8, generator=torch.Generator().manual_seed(1))
+    h = h * torch.logspace(-1, 1, BATCH).reshape(BATCH, 1, 1, 1)
+
+    def step(layer: torch.nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            out, aux = layer(h)
+            (out.square().mean() + aux).backward()
+            layer.zero_grad(set_to_none=True)
+
+        return run
+
+    return _median_pair(step(sparse), step(dense), repeats)
+
+
+def bench_train_step(repeats: int) -> tuple[float, float]:
+    sparse_model, dense_model = _models()
+    x, y = _inputs(torch.Generator().manual_seed(2))
+
+    def step(model: torch.nn.Module) -> Callable[[], None]:
+        model.train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-6)
+
+        def run() -> None:
+            out = model(x)
+            loss = (out.pred - y).square().mean() + 0.1 * out.aux_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        return run
+
+    return _median_pair(step(sparse_model), step(dense_model), repeats)
+
+
+def bench_inference(repeats: int) -> tuple[float, float]:
+    sparse_model, dense_model = _models()
+    sparse_model.eval()
+    dense_model.eval()
+    x, _ = _inputs(torch.Generator().manual_seed(3))
+
+    def run(model: torch.nn.Module) -> Callable[[], None]:
+        def call() -> None:
+            with torch.no_grad():
+                model(x)
+
+        return call
+
+    return _median_pair(run(sparse_model), run(dense_model), repeats)
+
+
+def run(quick: bool = False, threads: int = 2) -> dict:
+    """Measure the three ratios; ``quick`` uses fewer repeats (same shapes).
+
+    ``threads`` is 2 by default (the reference setting); on a machine shared with other busy
+    processes, OpenMP's thread synchronisation makes 2-thread timings erratic, and
+    ``threads=1`` gives steadier numbers.
+    """
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    repeats = 3 if quick else 15
+    try:
+        results: dict = {"shape": "moepot-ti, res 64, batch 8", "threads": threads, "repeats": repeats}
+        for key, bench in (
+            ("moe_layer", bench_moe_layer),
+            ("train_step", bench_train_step),
+            ("inference", bench_inference),
+        ):
+            sparse_s, dense_s = bench(repeats)
+            results[f"{key}_sparse_ms"] = round(1e3 * sparse_s, 2)
+            results[f"{key}_dense_ms"] = round(1e3 * dense_s, 2)
+            results[f"{key}_ratio"] = round(sparse_s / dense_s, 3)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return results
+
+
+TARGETS = {"moe_layer": 0.40, "train_step": 0.50, "inference": 0.45}
+
+
+def markdown(results: dict) -> str:
+    """The results as a markdown table."""
+    rows = ["| measurement | sparse (ms) | dense (ms) | sparse / dense | target |", "|---|---|---|---|---|"]
+    for key, target in TARGETS.items():
+        rows.append(
+            f"| {key.replace('_', ' ')} | {results[f'{key}_sparse_ms']} | {results[f'{key}_dense_ms']} "
+            f"| {results[f'{key}_ratio']} | <= {target} |"
+        )
+    rows.append(
+        f"\n{results['shape']}, {results['threads']} threads, median of {results['repeats']} alternating runs."
+    )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown(run(quick="--quick" in sys.argv[1:], threads=1 if "--one-thread" in sys.argv[1:] else 2)))
