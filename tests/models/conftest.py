@@ -30,11 +30,3 @@ def fixtures_dir() -> Path:
         pytest.skip(f"reference fixtures {FIXTURES} are not available")
     return FIXTURES
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """The tensors here are tiny: one thread avoids OpenMP oversubscription under pytest -n."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
