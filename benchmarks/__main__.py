@@ -10,6 +10,8 @@ lifts the headline ratios to the top level of the JSON:
   on every sample as the original does (data_throughput; target >= 5).
 
 Every ratio is measured within one run, alternating the two sides, so machine noise cancels.
+Under ``--quick`` the long ones (``models_scaling``, ``accuracy``) are skipped unless named with
+``--only``; there each runs a reduced smoke version.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ import torch
 
 BENCHMARKS = {
     "models_speed": "benchmarks.models_speed",
+    "models_scaling": "benchmarks.models_scaling",
     "data_throughput": "benchmarks.data_throughput",
     "generators_speed": "benchmarks.generators_speed",
     "accuracy": "benchmarks.accuracy",
 }
 HEADLINE_KEYS = ("moe_layer_ratio", "train_step_ratio", "inference_ratio", "data_throughput_ratio")
+FULL_ONLY = ("models_scaling", "accuracy")  # skipped under --quick unless named with --only
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run only these")
     args = parser.parse_args(argv)
 
-    names = args.only or [n for n in BENCHMARKS if not (args.quick and n == "accuracy")]
+    names = args.only or [n for n in BENCHMARKS if not (args.quick and n in FULL_ONLY)]
     machine = {
         "platform": platform.platform(),
         "python": platform.python_version(),

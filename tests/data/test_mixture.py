@@ -190,6 +190,30 @@ def test_training_windows_are_random_contiguous_and_reproducible(mixture_data):
         assert torch.equal(first[i], again[i].x)
 
 
+@pytest.mark.parametrize("span", [2, 7, 91])
+def test_window_starts_are_uniform_and_independent_across_seeds(mixture_data, span):
+    """Chi-square against the uniform law over many (epoch, index), and seeds that agree only by chance."""
+    catalog = mixture_data.catalog()
+    t_in, t_ar = 4, 1
+    datasets = [MixtureDataset("aa", split="train", res=8, t_in=t_in, t_ar=t_ar, catalog=catalog, seed=seed)
+                for seed in (0, 1)]
+    n_steps = span + t_in + t_ar - 1
+    draws = {0: [], 1: []}
+    for epoch in range(200):
+        for seed, dataset in enumerate(datasets):
+            dataset.set_epoch(epoch)
+            draws[seed] += [dataset.window_start(index, n_steps) for index in range(100)]
+    starts = np.asarray(draws[0])
+    assert starts.min() >= 0 and starts.max() <= span - 1
+    counts = np.bincount(starts, minlength=span)
+    expected = len(starts) / span
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    # 99.9% quantiles of chi-square with span - 1 degrees of freedom (scipy.stats.chi2.ppf(0.999, df))
+    assert chi2 < {2: 10.83, 7: 22.46, 91: 137.2}[span]
+    agree = float(np.mean(starts == np.asarray(draws[1])))
+    assert abs(agree - 1 / span) < 4 * np.sqrt((1 / span) * (1 - 1 / span) / len(starts))
+
+
 def test_downsample_strides_the_stored_grid(tiny_data):
     tiny_data.add("ds", size=(8, 8), steps=6, channels=1, t_in=4, downsample=[2, 2])
     dataset = MixtureDataset("ds", split="test", res=4, t_in=4, catalog=tiny_data.catalog())
@@ -261,12 +285,42 @@ def test_construction_errors_name_the_file(tiny_data, write_h5):
 def test_nan_sample_fails_at_read_time_naming_file_and_sample(tiny_data, write_h5):
     data = tiny_data.add("nan", n_train=3, channels=1, steps=8, t_in=4)
     array = data.train.copy()
-    array[2, 1, 1, 5, 0] = np.nan
+    array[2, 1, 1, 4, 0] = np.nan  # step 4 lies in every training window [s, s + 5), s <= 3
     write_h5(data.train_path, array)
     dataset = MixtureDataset("nan", split="train", res=8, t_in=4, catalog=tiny_data.catalog())
     dataset[1]
-    with pytest.raises(DataError, match=r"nan_train.hdf5: sample 2 has 1 NaN/Inf"):
-        dataset[2]
+    for epoch in range(4):
+        dataset.set_epoch(epoch)
+        with pytest.raises(DataError, match=r"nan_train.hdf5: sample 2 has 1 NaN/Inf"):
+            dataset[2]
+
+
+def test_only_the_window_is_read_and_checked(tiny_data, write_h5):
+    """A training item reads only its window's frames: a NaN outside the window never reaches it,
+    every window that covers the NaN raises, and the test split (whole trajectory) raises."""
+    data = tiny_data.add("late_nan", n_train=1, n_test=1, channels=1, steps=12, t_in=4, t_test=7)
+    for split in ("train", "test"):
+        array = data.array(split).copy()
+        array[0, 2, 3, 10, 0] = np.inf
+        write_h5(data.path(split), array)
+    catalog = tiny_data.catalog()
+    dataset = MixtureDataset("late_nan", split="train", res=8, t_in=4, t_ar=2, catalog=catalog, seed=3)
+    outcomes = set()
+    for epoch in range(60):
+        dataset.set_epoch(epoch)
+        start = dataset.window_start(0, 12)
+        if start + 6 > 10:  # the window [start, start + 6) covers step 10
+            with pytest.raises(DataError, match=r"late_nan_train.hdf5: sample 0 has 1 NaN/Inf"):
+                dataset[0]
+            outcomes.add("raised")
+        else:
+            sample = dataset[0]
+            whole = torch.cat([sample.x, sample.y], dim=2).numpy()
+            np.testing.assert_array_equal(whole, data.train[0, :, :, start:start + 6].astype(np.float32))
+            outcomes.add("read")
+    assert outcomes == {"raised", "read"}
+    with pytest.raises(DataError, match=r"late_nan_test.hdf5: sample 0 has 1 NaN/Inf"):
+        MixtureDataset("late_nan", split="test", res=8, t_in=4, catalog=catalog)[0]
 
 
 def test_scatter_sample_with_fewer_steps_fails_when_read(tiny_data, write_h5):

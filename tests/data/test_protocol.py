@@ -195,3 +195,44 @@ def test_out_of_range_sample_and_scatter_gap(tmp_path):
     assert len(reader) == 2 and reader.info().missing == (2,)
     with pytest.raises(DataError, match=r"data_2.hdf5: no such file \(reading sample 2\)"):
         reader.read(2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Time windows
+
+
+@pytest.mark.parametrize(("layout", "channel_axis"), [("ours_single", True), ("ours_scatter", True),
+                                                      ("original_single", False), ("original_scatter", True)])
+def test_window_read_is_the_slice_of_the_whole_sample(tmp_path, write_h5, layout, channel_axis):
+    array = RNG.standard_normal((3, 6, 5, 9, 2) if channel_axis else (3, 6, 5, 9))
+    scatter = layout.endswith("scatter")
+    path = tmp_path / ("d" if scatter else "f.hdf5")
+    for i in range(3) if scatter else ():
+        (write_sample if layout.startswith("ours") else write_h5)(path / sample_file_name(i), array[i])
+    if not scatter:
+        (write_single if layout.startswith("ours") else write_h5)(path, array)
+    reader = SampleReader(path, scatter)
+    expected = array.astype(np.float32) if channel_axis else array.astype(np.float32)[..., None]
+    for i in range(3):
+        assert reader.sample_shape(i) == expected.shape[1:]
+        for start, stop in [(0, 9), (2, 5), (8, 9), (4, 4)]:
+            window = reader.read(i, steps=slice(start, stop))
+            assert window.dtype == np.float32
+            np.testing.assert_array_equal(window, expected[i, :, :, start:stop])
+        np.testing.assert_array_equal(reader.read(i, steps=slice(None)), reader.read(i))
+
+
+def test_window_outside_the_steps_names_file_and_sample(tmp_path):
+    path = write_single(tmp_path / "f.hdf5", np.zeros((2, 3, 3, 6, 1)))
+    reader = SampleReader(path, False)
+    for bad in (slice(4, 7), slice(-1, 3), slice(3, 2), slice(0, 6, 2)):
+        with pytest.raises(DataError, match=r"f.hdf5: sample 1 has 6 time steps; cannot read the window"):
+            reader.read(1, steps=bad)
+    with pytest.raises(DataError, match="sample 2 requested, the file holds 2"):
+        reader.sample_shape(2)
+
+
+def test_our_scatter_files_are_one_chunk_per_sample(tmp_path):
+    path = write_sample(tmp_path / sample_file_name(0), RNG.standard_normal((8, 6, 5, 3)))
+    with h5py.File(path, "r") as f:
+        assert f["data"].chunks == (8, 6, 5, 3) and f["data"].dtype == np.float32

@@ -8,8 +8,9 @@ Every file holds exactly one dataset named ``data``. Two layouts:
   integers from 0, no zero padding), each ``data`` shaped ``[X, Y, T, C]`` (or ``[X, Y, T]``).
 
 3-D sets have one more spatial axis (``[X, Y, Z, T, C]`` per sample). Our writers store float32,
-one HDF5 chunk per sample (single storage), and write atomically; readers accept the original's
-unchunked float64/float32 files too and always return float32.
+one HDF5 chunk per sample, and write atomically; readers accept the original's unchunked
+float64/float32 files too and always return float32. A reader can return a time window of a
+sample (``read(i, steps=slice(s, e))``), reading only those frames from disk.
 """
 
 from __future__ import annotations
@@ -58,11 +59,12 @@ def write_sample(path: str | os.PathLike, array: np.ndarray) -> Path:
     """Write one trajectory of a scatter split: ``array: [X, Y, T, C]`` (3-D: ``[X, Y, Z, T, C]``).
 
     ``path`` is usually ``<split dir>/data_{i}.hdf5`` (see :func:`sample_file_name`). Stored as
-    float32, written atomically.
+    float32 in one chunk (a chunked layout makes reading a time window cheaper than the
+    contiguous one: HDF5 then copies only the window's bytes), written atomically.
     """
     array = _checked_float32(array, path, min_rank=3, what="[X, Y, T(, C)]")
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset(DATA_KEY, data=array)
+        f.create_dataset(DATA_KEY, data=array, chunks=array.shape if array.size else None)
     return Path(path)
 
 
@@ -297,13 +299,46 @@ class SampleReader:
 
     # -- reading --------------------------------------------------------------------------------
 
-    def read(self, index: int) -> np.ndarray:
+    def sample_shape(self, index: int) -> tuple[int, ...]:
+        """Shape ``(X, Y, T, C)`` of sample ``index`` from the header, without reading its data.
+
+        Opens (and keeps open) the sample's file like :meth:`read`. Raises :class:`DataError`
+        naming the file and sample for a missing or malformed file or an index out of range.
+        """
+        index, file_path, data = self._locate(index)
+        shape, _ = self._sample_shape(data.shape if self.scatter else data.shape[1:], file_path, index)
+        return shape
+
+    def read(self, index: int, steps: slice | None = None) -> np.ndarray:
         """Sample ``index`` as float32 ``[X, Y, T, C]`` (3-D: ``[X, Y, Z, T, C]``).
+
+        Args:
+            index: sample number in the split.
+            steps: a time window ``slice(start, stop)`` with ``0 <= start <= stop <= T``; only
+                those frames are read from disk (and checked). None reads the whole trajectory.
 
         Raises:
             DataError: naming the file and sample, for a missing or unreadable file, a wrong
-                rank or dtype, or NaN/Inf values.
+                rank or dtype, a window outside the stored steps, or NaN/Inf values.
         """
+        index, file_path, data = self._locate(index)
+        selection: tuple = () if self.scatter else (index,)
+        if steps is not None:
+            shape, channel_axis = self._sample_shape(data.shape if self.scatter else data.shape[1:], file_path, index)
+            n_steps = shape[self.spatial_dims]
+            start, stop = steps.start or 0, n_steps if steps.stop is None else steps.stop
+            if steps.step not in (None, 1) or not 0 <= start <= stop <= n_steps:
+                raise DataError(f"{file_path}: sample {index} has {n_steps} time steps; cannot read the window "
+                                f"[{start}, {stop}) (need 0 <= start <= stop <= {n_steps}, step 1)")
+            selection += (slice(None),) * self.spatial_dims + (slice(start, stop),)
+        try:
+            raw = data[selection] if selection else data[()]
+        except Exception as exc:  # h5py raises OSError/RuntimeError/KeyError for damaged files
+            raise DataError(f"{file_path}: cannot read sample {index}: {exc} (truncated or corrupt file?)") from None
+        return self._checked(raw, file_path, index)
+
+    def _locate(self, index: int) -> tuple[int, Path, h5py.Dataset]:
+        """(index, its file, the open ``data`` dataset), checking the index against single storage."""
         index = int(index)
         file_path = self.sample_path(index)
         if index < 0:
@@ -312,18 +347,9 @@ class SampleReader:
             data = self._dataset(file_path)
         except DataError as exc:
             raise DataError(f"{exc} (reading sample {index})") from None
-        try:
-            if self.scatter:
-                raw = data[()]
-            else:
-                if not 0 <= index < data.shape[0]:
-                    raise DataError(f"{file_path}: sample {index} requested, the file holds {data.shape[0]}")
-                raw = data[index]
-        except DataError:
-            raise
-        except Exception as exc:  # h5py raises OSError/RuntimeError/KeyError for damaged files
-            raise DataError(f"{file_path}: cannot read sample {index}: {exc} (truncated or corrupt file?)") from None
-        return self._checked(raw, file_path, index)
+        if not self.scatter and not 0 <= index < data.shape[0]:
+            raise DataError(f"{file_path}: sample {index} requested, the file holds {data.shape[0]}")
+        return index, file_path, data
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for index in range(len(self)):
