@@ -177,3 +177,34 @@ def test_training_batch_of_one_uses_running_statistics():
     assert torch.equal(bn.running_mean, running)
     assert layer.gating.training  # mode restored
     assert torch.isfinite(aux)
+
+
+@pytest.mark.parametrize("num_shared", [0, 1, 3])
+def test_fused_shared_experts_equal_the_mean_of_each_expert(num_shared):
+    """The shared experts run as one concatenated matmul; compare with each expert on its own."""
+    sparse, dense = make_pair(num_shared=num_shared)
+    features = torch.randn(3, 7, HM, generator=torch.Generator().manual_seed(4))
+    fused = sparse._shared(features)
+    if num_shared == 0:
+        assert fused is None
+    else:
+        separate = torch.stack([expert(features) for expert in sparse.shared_experts]).mean(dim=0)
+        assert rel_err(fused, separate) < 1e-6
+    x = varied_batch(4)
+    sparse.eval()
+    dense.eval()
+    with torch.no_grad():
+        assert rel_err(sparse(x)[0], dense(x)[0]) < 1e-5
+
+
+def test_channel_attention_on_a_one_by_one_map_equals_both_pools():
+    """The router's shortcut (both pools are z on a 1x1 map) against the pooled formula."""
+    from moepot.models.moe import ChannelAttention
+
+    torch.manual_seed(0)
+    attention = ChannelAttention(32)
+    z = torch.randn(5, 32, 1, 1)
+    expected = z * torch.sigmoid(
+        attention.fc(z.mean(dim=(2, 3), keepdim=True)) + attention.fc(z.amax(dim=(2, 3), keepdim=True))
+    )
+    assert torch.allclose(attention(z), expected, rtol=1e-6, atol=1e-7)

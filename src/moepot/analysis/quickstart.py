@@ -194,6 +194,8 @@ def run_quickstart(options: QuickstartOptions) -> QuickstartSummary:
     for run, config in zip(runs, (moe_config, dense_config)):
         logger.info("4/5 training %s for %d steps", run.label, steps)
         train_run(run, config, steps, train_dir / run.family, options, catalog, cap_s=plan["cap_s"])
+        if run.steps < steps:  # stopped by the time cap: the next model gets the same step budget
+            steps = run.steps
 
     logger.info("5/5 rollouts, router analysis and report")
     report_path, routing = write_quickstart_report(out, runs, names, sizes, options, steps)
@@ -330,8 +332,9 @@ def plan_steps(
     steps = max(MIN_STEPS, affordable)
     if options.max_steps is not None:
         steps = min(steps, options.max_steps)
-    # Each run may take up to twice its planned share before the loop stops it.
-    cap_s = max(seconds, 60.0) / len(configs) * 2.0
+    # Each run may take up to 1.5 times its planned share before the loop stops it (a busy
+    # machine); the next run then trains as many steps as the capped one did.
+    cap_s = max(seconds, 60.0) / len(configs) * 1.5
     plan = {"train_step_s": round(step_s, 4), "eval_forward_s": round(forward_s, 4),
             "evaluation_s": round(eval_s, 1), "cap_s": cap_s}
     return steps, plan

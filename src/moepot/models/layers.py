@@ -110,14 +110,37 @@ class TimeAggregator(nn.Module):
                 if kind == "exp_mlp":
                     self.gamma.copy_(2 ** torch.linspace(-10, 10, dim, device=self.w.device).unsqueeze(0))
 
-    def frame_weights(self) -> torch.Tensor:
-        """[T, D, D] effective weight per frame (w scaled by the cosine embedding for exp_mlp)."""
+    def frame_scales(self) -> torch.Tensor | None:
+        """[T, D] cosine embedding cos(t_lin[t] * gamma[i]) for exp_mlp; None for mlp."""
         if self.kind != "exp_mlp":
-            return self.w
+            return None
         n_t = self.w.shape[0]
         t = torch.linspace(0, 1, n_t, dtype=self.w.dtype, device=self.w.device).unsqueeze(-1)  # [T, 1]
-        embed = torch.cos(t @ self.gamma)  # [T, D]
-        return self.w * embed.unsqueeze(-1)
+        return torch.cos(t @ self.gamma)
+
+    def frame_weights(self) -> torch.Tensor:
+        """[T, D, D] effective weight per frame (w scaled by the cosine embedding for exp_mlp)."""
+        scales = self.frame_scales()
+        return self.w if scales is None else self.w * scales.unsqueeze(-1)
+
+    def per_frame(self, left: torch.Tensor) -> torch.Tensor:
+        """``left @ frame_weights()[t]`` for every frame t, without forming the [T, D, D] weights.
+
+        left: [N, D] -> [T, N, D]. The cosine scales the rows of ``w``, so it scales the
+        columns of ``left`` instead (T N D multiplications instead of T D D).
+        """
+        scales = self.frame_scales()
+        n_t = self.w.shape[0]
+        lhs = left.expand(n_t, *left.shape) if scales is None else left * scales[:, None, :]
+        return torch.bmm(lhs, self.w)
+
+    def summed_weights(self) -> torch.Tensor:
+        """[D, D] sum over the frames of ``frame_weights()``."""
+        scales = self.frame_scales()
+        if scales is None:
+            return self.w.sum(dim=0)
+        # frame by frame: no [T, D, D] temporary (a broadcast multiply over it is 3x slower)
+        return sum(w_t * s_t[:, None] for w_t, s_t in zip(self.w.unbind(0), scales.unbind(0)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, X', Y', T, D] -> [B, X', Y', D]."""
@@ -161,15 +184,20 @@ class AFNO2D(nn.Module):
         return torch.complex(p[0], p[1])
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """h: [B, D, X, Y] (channels first) -> [B, D, X, Y]."""
+        """h: [B, D, X, Y] -> [B, D, X, Y], a channels-last view ([B, X, Y, D] in memory).
+
+        The mixer works channels last; a channels-last ``h`` costs no layout copy.
+        """
         b, d, nx, ny = h.shape
         h_last = h.permute(0, 2, 3, 1)  # [B, X, Y, D]
         spectrum = torch.fft.rfft2(h_last.float(), dim=(1, 2), norm="ortho")  # [B, X, Y//2+1, D]
         mx, my = min(self.modes, nx), min(self.modes, spectrum.shape[2])
         corner = spectrum[:, :mx, :my].reshape(b, mx, my, self.n_blocks, self.block_size)
         o1 = torch.einsum("...bi,bio->...bo", corner, self._complex(self.w1)) + self._complex(self.b1)
-        o1 = torch.complex(self.act(o1.real), self.act(o1.imag))
+        # act(Re) + i act(Im): one elementwise pass over the interleaved (re, im) pairs
+        o1 = torch.view_as_complex(self.act(torch.view_as_real(o1)))
         o2 = torch.einsum("...bi,bio->...bo", o1, self._complex(self.w2)) + self._complex(self.b2)
         # irfft2 zero-pads the corner to the (X, Y//2+1) spectrum: every other mode is zero.
         mixed = torch.fft.irfft2(o2.reshape(b, mx, my, d), s=(nx, ny), dim=(1, 2), norm="ortho")
-        return (mixed.to(h.dtype) + h_last).permute(0, 3, 1, 2)
+        # h_last first: the sum takes its (channels-last) layout, not irfft2's transposed one
+        return (h_last + mixed.to(h.dtype)).permute(0, 3, 1, 2)

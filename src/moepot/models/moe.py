@@ -69,9 +69,25 @@ class ChannelAttention(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """z: [B, C, X, Y] -> [B, C, X, Y]."""
-        avg = self.fc(z.mean(dim=(2, 3), keepdim=True))
-        peak = self.fc(z.amax(dim=(2, 3), keepdim=True))
+        if z.shape[2:] == (1, 1):  # the router's case: both pools are z itself
+            score = _pointwise(self.fc, z)
+            return z * torch.sigmoid(score + score)
+        avg = _pointwise(self.fc, z.mean(dim=(2, 3), keepdim=True))
+        peak = _pointwise(self.fc, z.amax(dim=(2, 3), keepdim=True))
         return z * torch.sigmoid(avg + peak)
+
+
+def _pointwise(layers: nn.Sequential, z: torch.Tensor) -> torch.Tensor:
+    """Apply ``layers`` to a [B, C, 1, 1] map, its 1x1 convolutions as ``linear`` on [B, C].
+
+    Same result as ``layers(z)``; ``conv2d`` on 1x1 maps takes CPU's slow im2col path.
+    """
+    for layer in layers:
+        if isinstance(layer, nn.Conv2d):
+            z = F.linear(z.flatten(1), layer.weight.flatten(1), layer.bias)[:, :, None, None]
+        else:
+            z = layer(z)
+    return z
 
 
 class Router(nn.Module):
@@ -101,8 +117,8 @@ class Router(nn.Module):
         """pooled: [B, Hm, 1, 1] -> scores [B, E]."""
         if self.training and pooled.shape[0] == 1:
             with _running_batchnorm(self.gate):
-                return self.gate(pooled).flatten(1)
-        return self.gate(pooled).flatten(1)
+                return _pointwise(self.gate, pooled).flatten(1)
+        return _pointwise(self.gate, pooled).flatten(1)
 
 
 @contextlib.contextmanager
@@ -211,7 +227,9 @@ class MoELayer(nn.Module):
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """h: [B, D, X', Y'] -> (out [B, D, X', Y'], balance loss scalar).
 
-        Internally channels last ([B, P = X' Y', C]), so every expert is a single matmul.
+        Internally channels last ([B, P = X' Y', C]), so every expert is a single matmul. The
+        output is a channels-last view ([B, X', Y', D] in memory); a channels-last ``h``
+        (what the MoE-POT trunk passes) costs no layout copy either.
         """
         b, d, nx, ny = h.shape
         tokens = h.permute(0, 2, 3, 1).reshape(b, nx * ny, d)
@@ -221,14 +239,12 @@ class MoELayer(nn.Module):
         self.last_topk_indices = indices.detach()
         self.last_topk_weights = weights.detach()
 
+        out = self._shared(features)  # [B, P, D] or None
         if self.dispatch == "dense":
-            out = self._dense(features, indices, weights)
+            out = self._dense(features, indices, weights, out)
         else:
-            out = self._sparse(features, indices, weights)
-        if len(self.shared_experts):
-            shared = torch.stack([expert(features) for expert in self.shared_experts]).mean(dim=0)
-            out = shared + out
-        out = out.reshape(b, nx, ny, -1).permute(0, 3, 1, 2).contiguous()  # [B, D, X', Y']
+            out = self._sparse(features, indices, weights, out)
+        out = out.reshape(b, nx, ny, -1).permute(0, 3, 1, 2)  # [B, D, X', Y'], channels-last memory
 
         learning_router = self.training and not self.finetune
         if learning_router:
@@ -239,42 +255,75 @@ class MoELayer(nn.Module):
             aux = h.new_zeros(())
         return out, aux
 
-    def _sparse(self, features: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Run each chosen expert once, on exactly its samples.
+    def _shared(self, features: torch.Tensor) -> torch.Tensor | None:
+        """Mean of the shared experts, all of them in one matmul: [B, P, Hm] -> [B, P, D].
 
-        features: [B, P, Hm]; indices, weights: [B, k]. The B*k (sample, expert) slots are
-        sorted by expert, the features gathered once in that order ([B*k, P, Hm]), each
-        expert runs on its contiguous run of slots, and its weighted result is added back to
-        its samples with ``index_add_``.
+        The experts' weights are concatenated at forward time ([n D, Hm], cheap next to the
+        matmul), so the parameters (and state-dict keys) stay per expert.
         """
+        n = len(self.shared_experts)
+        if n == 0:
+            return None
+        if n == 1:
+            return self.shared_experts[0](features)
+        convs = [expert.conv[0] for expert in self.shared_experts]
+        weight = torch.cat([conv.weight.flatten(1) for conv in convs])  # [n D, Hm]
+        bias = torch.cat([conv.bias for conv in convs])
+        outputs = F.gelu(F.linear(features, weight, bias))  # [B, P, n D]
+        return outputs.unflatten(-1, (n, -1)).mean(dim=-2)
+
+    def _sparse(
+        self, features: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, out: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Run each chosen expert once, on exactly its samples; add the result to ``out``.
+
+        features: [B, P, Hm]; indices, weights: [B, k]; out: [B, P, D] (the shared experts'
+        mean) or None. The B*k (sample, expert) slots are sorted by expert and the features
+        gathered once in that order ([B*k, P, Hm]); each chosen expert is one ``addmm`` on its
+        contiguous run of slots; then one GELU, one multiplication by the slot weights and one
+        ``index_add`` bring the B*k results back to their samples.
+        """
+        b, p, hidden = features.shape
         flat_experts = indices.flatten()  # [B k]
         order = torch.argsort(flat_experts, stable=True)
         samples = torch.div(order, self.top_k, rounding_mode="floor")  # sample of each sorted slot
         counts = torch.bincount(flat_experts, minlength=self.num_experts).tolist()
-        runs = features.index_select(0, samples).split(counts)  # per expert: [n_e, P, Hm]
-        run_weights = weights.flatten()[order].split(counts)
-        run_samples = samples.split(counts)
-        out = None
-        for e in (e for e, count in enumerate(counts) if count):
-            routed = self.experts[e](runs[e]) * run_weights[e][:, None, None]  # [n_e, P, D]
-            if out is None:
-                out = routed.new_zeros((features.shape[0], *routed.shape[1:]))
-            out.index_add_(0, run_samples[e], routed)
+        runs = features.index_select(0, samples).reshape(-1, hidden).split([c * p for c in counts])
+        chosen = [e for e, count in enumerate(counts) if count]
+        pre = torch.cat(
+            [
+                torch.addmm(
+                    self.experts[e].conv[0].bias, runs[e], self.experts[e].conv[0].weight.flatten(1).t()
+                )
+                for e in chosen
+            ]
+        )  # [B k P, D], sorted by expert
+        routed = F.gelu(pre).reshape(len(order), p, -1) * weights.flatten()[order][:, None, None]
+        if out is None:
+            out = routed.new_zeros((b, p, routed.shape[-1]))
+        out = out.index_add(0, samples, routed)  # [B, P, D]
 
-        unused = [p for e, count in enumerate(counts) if count == 0 for p in self.experts[e].parameters()]
-        if unused and torch.is_grad_enabled():
+        if len(chosen) < self.num_experts and torch.is_grad_enabled():
             # zero-valued and exact: keeps every expert in the autograd graph, so DDP's reducer
             # sees a (zero) gradient for experts that no sample on this rank chose
-            out = out + 0.0 * sum(p.sum() for p in unused)
+            unused = [
+                q.reshape(-1)[0]
+                for e, count in enumerate(counts)
+                if count == 0
+                for q in self.experts[e].parameters()
+            ]
+            out = out + 0.0 * torch.stack(unused).sum()
         return out
 
-    def _dense(self, features: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def _dense(
+        self, features: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, out: torch.Tensor | None
+    ) -> torch.Tensor:
         """The original's way: every expert on every sample, unchosen ones weighted by 0.
 
-        features: [B, P, Hm] -> [B, P, D].
+        features: [B, P, Hm]; out: [B, P, D] (the shared experts' mean) or None -> [B, P, D].
         """
         gate = weights.new_zeros(features.shape[0], self.num_experts).scatter(1, indices, weights)  # [B, E]
-        out = 0
+        routed = 0
         for e, expert in enumerate(self.experts):
-            out = out + expert(features) * gate[:, e, None, None]
-        return out
+            routed = routed + expert(features) * gate[:, e, None, None]
+        return routed if out is None else out + routed

@@ -70,27 +70,38 @@ class PatchOperator(NeuralOperator):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def embed(self, x: torch.Tensor, coordinates: bool = False) -> torch.Tensor:
         """Patch-embed every frame, add ``pos_embed``, aggregate the frames over time.
 
-        x: [B, X, Y, T, C+3] -> [B, D, X', Y']. Mathematically ``time_agg(patch_embed(frame_t)
-        + pos_embed)``; but the patch embedding ends in a linear 1x1 conv (H -> D, H =
-        out_channels * p + 3) and the time aggregation is linear too, so we fold the conv and
-        ``pos_embed`` into the per-frame time weights and contract the H-wide features directly:
-        T*H*D instead of T*D*D multiply-adds per latent cell (about 15x fewer for the published
-        sizes). The result equals the original order of operations to float rounding.
+        x: [B, X, Y, T, C+3] (the last three channels the coordinates), or with
+        ``coordinates=True`` x: [B, X, Y, T, C] and the linspace coordinates of
+        :func:`append_coordinates` are implied -> [B, D, X', Y'] (a channels-last view).
+
+        Mathematically ``time_agg(patch_embed(frame_t) + pos_embed)``; but the patch embedding
+        ends in a linear 1x1 conv (H -> D, H = out_channels * p + 3) and the time aggregation
+        is linear too, so we fold the conv and ``pos_embed`` into the per-frame time weights and
+        contract the H-wide features directly: T*H*D instead of T*D*D multiply-adds per latent
+        cell (about 15x fewer for the published sizes). The first (p x p, stride p) convolution
+        is one matmul over the patches, channels last; with ``coordinates=True`` the coordinate
+        channels' share of it is computed once on the grid and broadcast over the batch. The
+        result equals the original order of operations to float rounding.
         """
-        b, nx, ny, nt, nc = x.shape
         proj_in, act, proj_out = self.patch_embed.proj
-        frames = x.permute(0, 3, 4, 1, 2).reshape(b * nt, nc, nx, ny)  # [(B T), C+3, X, Y]
-        feats = act(proj_in(frames))  # [(B T), H, X', Y']
-        h, lx, ly = feats.shape[1:]
-        feats = feats.reshape(b, nt, h, lx, ly).permute(0, 3, 4, 1, 2).reshape(b, lx, ly, nt * h)
-        time_weights = self.time_agg_layer.frame_weights()  # [T, D, D]
-        folded = torch.einsum("dh,tde->the", proj_out.weight.flatten(1), time_weights)  # [T, H, D]
+        if coordinates:
+            c = x.shape[-1]
+            grid = append_coordinates(x[:1, ..., :0])  # [1, X, Y, T, 3]
+            grid_part = _patch_conv(grid, proj_in.weight[:, c:]) + proj_in.bias  # [1, X', Y', T, H]
+            pre = _patch_conv(x, proj_in.weight[:, :c]) + grid_part
+        else:
+            pre = _patch_conv(x, proj_in.weight) + proj_in.bias
+        feats = act(pre)  # [B, X', Y', T, H]
+        b, lx, ly, nt, h = feats.shape
+        time_agg = self.time_agg_layer
+        folded = time_agg.per_frame(proj_out.weight.flatten(1).t())  # [T, H, D]
         offset = (self.pos_embed[0] + proj_out.bias[:, None, None]).permute(1, 2, 0)  # [X', Y', D]
-        latent = feats @ folded.reshape(nt * h, -1) + offset @ time_weights.sum(dim=0)  # [B, X', Y', D]
-        return latent.permute(0, 3, 1, 2).contiguous()
+        offset = offset @ time_agg.summed_weights()
+        latent = feats.reshape(b, lx, ly, nt * h) @ folded.reshape(nt * h, -1) + offset  # [B, X', Y', D]
+        return latent.permute(0, 3, 1, 2)  # channels-last memory: the blocks work channels last
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         """x: [B, X, Y, T_in, C] -> ModelOutput(pred [B, X, Y, T_out, C_out], cls [B, n_cls], aux)."""
@@ -106,7 +117,7 @@ class PatchOperator(NeuralOperator):
             scale_mu = self.scale_feats_mu(stats)[:, :, None, None]  # [B, D, 1, 1]
             scale_sigma = self.scale_feats_sigma(stats)[:, :, None, None]
 
-        latent = self.embed(append_coordinates(x))  # [B, D, X', Y']
+        latent = self.embed(x, coordinates=True)  # [B, D, X', Y']
         if cfg.normalize:
             latent = scale_sigma * latent + scale_mu
 
@@ -123,3 +134,17 @@ class PatchOperator(NeuralOperator):
         if cfg.normalize:
             pred = pred * sigma + mu
         return ModelOutput(pred, cls_logits, aux_loss)
+
+
+def _patch_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A p x p, stride p convolution (no bias) of every frame, as one matmul, channels last.
+
+    x: [B, X, Y, T, C], weight: [H, C, p, p] -> [B, X/p, Y/p, T, H].
+    """
+    b, nx, ny, nt, nc = x.shape
+    p = weight.shape[-1]
+    lx, ly = nx // p, ny // p
+    patches = x[:, : lx * p, : ly * p].reshape(b, lx, p, ly, p, nt, nc).permute(0, 1, 3, 5, 2, 4, 6)
+    patches = patches.reshape(b * lx * ly * nt, p * p * nc)  # [(B X' Y' T), (p p C)]
+    kernel = weight.permute(2, 3, 1, 0).reshape(p * p * nc, -1)  # [(p p C), H]
+    return (patches @ kernel).reshape(b, lx, ly, nt, -1)
