@@ -9,10 +9,10 @@ one line (``moepot: error: ...``) with exit status 2.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
+from moepot._imports import import_if_present
 from moepot.errors import MoepotError
 
 # Modules that contribute subcommands, in the order their commands appear in --help.
@@ -32,13 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # that area has no commands yet
-                continue
-            raise
-        module.register(subparsers)
+        module = import_if_present(name)
+        if module is not None:
+            module.register(subparsers)
     return parser
 
 

@@ -8,11 +8,11 @@ Every subcommand takes ``--data-root DIR`` and ``--catalog FILE`` (:func:`add_da
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path
 
+from moepot._imports import import_if_present
 from moepot.data.catalog import ENV_CATALOG, ENV_DATA_ROOT, SPLITS, Catalog, DatasetEntry, load_catalog
 from moepot.data.protocol import SampleReader
 from moepot.errors import DataError
@@ -71,13 +71,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     validate.set_defaults(func=run_validate)
 
     for module_name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        module.register(data_subparsers)
+        module = import_if_present(module_name)
+        if module is not None:
+            module.register(data_subparsers)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,10 +11,11 @@ the generated sizes in ``catalog.yaml`` at the data root.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from moepot._imports import import_if_present
 
 # One module per PDE family; each defines GENERATORS.
 GENERATOR_MODULES = (
@@ -81,12 +82,9 @@ def all_generators() -> dict[str, GeneratorSpec]:
     """Dataset id -> spec for every generator module that is present."""
     specs: dict[str, GeneratorSpec] = {}
     for module_name in GENERATOR_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
+        module = import_if_present(module_name)
+        if module is None:
+            continue
         for spec in module.GENERATORS:
             specs[spec.name] = spec
     return specs
