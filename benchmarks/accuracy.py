@@ -45,7 +45,7 @@ from moepot.data.generators.run import SUITES
 logger = logging.getLogger(__name__)
 
 METRICS = ("rel_l2_step", "rel_l2_rollout")
-FULL = {"seeds": (0, 1, 2), "steps": 600, "n_test": 16}
+FULL = {"seeds": (0, 1, 2), "steps": 2000, "n_test": 16}
 QUICK = {"seeds": (0,), "steps": 12, "n_test": 4}
 DATA_SEED = 0
 NO_TIME_CAP_S = 1e7  # the step budget alone ends a run
