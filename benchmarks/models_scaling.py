@@ -20,12 +20,11 @@ point gives the whole-model ratios at res 128 that ``models_speed`` measures at 
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
+from benchmarks.models_speed import median_pair
 from moepot.models.registry import build_model
 
 BASE = {"res": 64, "batch": 8, "experts": 16}
@@ -68,20 +67,6 @@ def _inference(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return forward
 
 
-def _alternate(sparse: Callable[[], None], dense: Callable[[], None], repeats: int) -> tuple[float, float]:
-    """One warm-up each, then ``repeats`` alternating timings; medians in seconds."""
-    sparse()
-    dense()
-    times: dict[str, list[float]] = {"sparse": [], "dense": []}
-    for repeat in range(repeats):
-        order = (("sparse", sparse), ("dense", dense))
-        for name, call in order if repeat % 2 == 0 else order[::-1]:
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return statistics.median(times["sparse"]), statistics.median(times["dense"])
-
-
 def measure_point(res: int, batch: int, experts: int, repeats: int) -> dict:
     """Training-step and inference times (ms) of both dispatches at one shape, and their ratios."""
     sparse, dense = _pair(res, experts)
@@ -89,8 +74,8 @@ def measure_point(res: int, batch: int, experts: int, repeats: int) -> dict:
     scale = torch.logspace(-1, 1, batch).reshape(batch, 1, 1, 1, 1)  # samples differ, so routes differ
     x = torch.randn(batch, res, res, T_IN, CHANNELS, generator=generator) * scale
     y = torch.randn(batch, res, res, 1, CHANNELS, generator=generator) * scale
-    train_s = _alternate(_train_step(sparse, x, y), _train_step(dense, x, y), repeats)
-    infer_s = _alternate(_inference(sparse, x), _inference(dense, x), repeats)
+    train_s = median_pair(_train_step(sparse, x, y), _train_step(dense, x, y), repeats)
+    infer_s = median_pair(_inference(sparse, x), _inference(dense, x), repeats)
     return {"res": res, "batch": batch, "experts": experts,
             "train_sparse_ms": round(train_s[0] * 1e3, 1), "train_dense_ms": round(train_s[1] * 1e3, 1),
             "train_ratio": round(train_s[0] / train_s[1], 3),

@@ -29,22 +29,22 @@ SHAPE = {"img_size": 64, "in_channels": 4, "in_timesteps": 10}
 BATCH = 8
 
 
-def _median_pair(
+def median_pair(
     sparse: Callable[[], None], dense: Callable[[], None], repeats: int, warmup: int = 2
 ) -> tuple[float, float]:
-    """Alternate the two callables; return their median wall times in seconds."""
+    """Alternate the two callables (swapping which goes first every repeat, so drift hits both);
+    return their median wall times in seconds."""
     for _ in range(warmup):
         sparse()
         dense()
-    times_s, times_d = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        sparse()
-        times_s.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        dense()
-        times_d.append(time.perf_counter() - start)
-    return statistics.median(times_s), statistics.median(times_d)
+    times: dict[str, list[float]] = {"sparse": [], "dense": []}
+    for repeat in range(repeats):
+        order = (("sparse", sparse), ("dense", dense))
+        for name, call in order if repeat % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return statistics.median(times["sparse"]), statistics.median(times["dense"])
 
 
 def _models() -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -79,7 +79,7 @@ def bench_moe_layer(repeats: int) -> tuple[float, float]:
 
         return run
 
-    return _median_pair(step(sparse), step(dense), repeats)
+    return median_pair(step(sparse), step(dense), repeats)
 
 
 def bench_train_step(repeats: int) -> tuple[float, float]:
@@ -99,7 +99,7 @@ def bench_train_step(repeats: int) -> tuple[float, float]:
 
         return run
 
-    return _median_pair(step(sparse_model), step(dense_model), repeats)
+    return median_pair(step(sparse_model), step(dense_model), repeats)
 
 
 def bench_inference(repeats: int) -> tuple[float, float]:
@@ -115,7 +115,7 @@ def bench_inference(repeats: int) -> tuple[float, float]:
 
         return call
 
-    return _median_pair(run(sparse_model), run(dense_model), repeats)
+    return median_pair(run(sparse_model), run(dense_model), repeats)
 
 
 def run(quick: bool = False, threads: int = 2) -> dict:
