@@ -62,7 +62,8 @@ class LoadReport:
 def read_source_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The model state dict of a checkpoint: our training checkpoint, our ``save_pretrained``
     export, or an official ``.pth`` (``module.`` prefixes removed)."""
-    from moepot.train.checkpoint import FORMAT, load_checkpoint
+    from moepot.models.checkpoints import verify_checksum
+    from moepot.train.checkpoint import FORMAT
 
     path = Path(path)
     if not path.exists():
@@ -73,7 +74,8 @@ def read_source_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except Exception:
             raw = None  # an official file needs the Namespace allow-list: let the models code read it
         if isinstance(raw, dict) and raw.get("format") == FORMAT:
-            return dict(load_checkpoint(path)["model"])  # verifies the checksum
+            verify_checksum(raw, path)
+            return dict(raw["model"])
     import moepot
 
     return moepot.load_pretrained(path).state_dict()
