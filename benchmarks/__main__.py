@@ -25,6 +25,8 @@ import time
 
 import torch
 
+from moepot.malloc import tune_malloc
+
 BENCHMARKS = {
     "models_speed": "benchmarks.models_speed",
     "models_scaling": "benchmarks.models_scaling",
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run only these")
     args = parser.parse_args(argv)
 
+    malloc_tuned = tune_malloc()  # as the moepot command line does (moepot.malloc)
     names = args.only or [n for n in BENCHMARKS if not (args.quick and n in FULL_ONLY)]
     machine = {
         "platform": platform.platform(),
@@ -50,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%d"),
+        "malloc_tuned": malloc_tuned,
     }
     summary: dict = {"machine": machine, "quick": args.quick, "results": {}}
     for name in names:

@@ -26,6 +26,7 @@ import torch
 
 from benchmarks.models_speed import median_pair
 from moepot.models.registry import build_model
+from moepot.train.optim import build_optimizer
 
 BASE = {"res": 64, "batch": 8, "experts": 16}
 FULL_GRID = {"batch": (2, 4, 8, 16), "res": (32, 64, 128), "experts": (4, 8, 16, 32)}
@@ -45,7 +46,7 @@ def _pair(res: int, experts: int) -> tuple[torch.nn.Module, torch.nn.Module]:
 
 
 def _train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-6)
+    optimizer = build_optimizer(model.parameters(), name="adam", lr=1e-6)  # the training loop's
 
     def step() -> None:
         model.train()
@@ -125,4 +126,7 @@ def markdown(results: dict) -> str:
 if __name__ == "__main__":
     import sys
 
+    from moepot.malloc import tune_malloc
+
+    tune_malloc()
     print(markdown(run(quick="--quick" in sys.argv)))

@@ -5,10 +5,12 @@ The MoE-POT-Ti shape at resolution 64 (patch 8, so an 8 x 8 latent grid), batch 
 (lower is better; targets in brackets):
 
 - ``moe_layer_ratio`` (<= 0.40): one MoE layer, forward + backward;
-- ``train_step_ratio`` (<= 0.50): a full training step (forward, loss, backward, Adam step);
+- ``train_step_ratio`` (<= 0.50): a full training step (forward, loss, backward, and the
+  training loop's Adam step: ``moepot.train.optim.build_optimizer``, torch's fused kernel);
 - ``inference_ratio`` (<= 0.45): a full eval-mode forward under ``torch.no_grad``.
 
-Both models hold the same weights and see the same inputs; sparse and dense runs alternate
+Like the ``moepot`` command line, the run first applies :func:`moepot.malloc.tune_malloc`
+(freed tensor memory is reused instead of returned to the kernel). Both models hold the same weights and see the same inputs; sparse and dense runs alternate
 (``repeats`` pairs) so machine noise hits both alike, and the medians are compared.
 
     python -m benchmarks.models_speed [--quick] [--one-thread]   # prints the markdown table
@@ -23,7 +25,9 @@ from collections.abc import Callable
 
 import torch
 
+from moepot.malloc import tune_malloc
 from moepot.models.registry import build_model
+from moepot.train.optim import build_optimizer
 
 SHAPE = {"img_size": 64, "in_channels": 4, "in_timesteps": 10}
 BATCH = 8
@@ -88,7 +92,7 @@ def bench_train_step(repeats: int) -> tuple[float, float]:
 
     def step(model: torch.nn.Module) -> Callable[[], None]:
         model.train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-6)
+        optimizer = build_optimizer(model.parameters(), name="adam", lr=1e-6)  # the training loop's
 
         def run() -> None:
             out = model(x)
@@ -162,4 +166,5 @@ def markdown(results: dict) -> str:
 
 
 if __name__ == "__main__":
+    tune_malloc()
     print(markdown(run(quick="--quick" in sys.argv[1:], threads=1 if "--one-thread" in sys.argv[1:] else 2)))

@@ -14,6 +14,7 @@ import sys
 
 from moepot._imports import import_if_present
 from moepot.errors import MoepotError
+from moepot.malloc import tune_malloc
 
 # Modules that contribute subcommands, in the order their commands appear in --help.
 COMMAND_MODULES = (
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_malloc()  # reuse freed tensor memory instead of faulting in fresh pages (moepot.malloc)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from moepot.models import layers
 from moepot.models.layers import AFNO2D, TimeAggregator, append_coordinates
 
 from .conftest import rel_err
@@ -39,8 +40,12 @@ def afno_original_way(layer: AFNO2D, h: torch.Tensor) -> torch.Tensor:
     return (x + x_orig).permute(0, 3, 1, 2)
 
 
-@pytest.mark.parametrize("grid,modes", [((8, 8), 32), ((16, 16), 3), ((12, 10), 4), ((6, 14), 5)])
-def test_afno_matches_the_original_formulation(grid, modes):
+@pytest.mark.parametrize("transform", ["dft", "fft"])
+@pytest.mark.parametrize("grid,modes", [((8, 8), 32), ((16, 16), 3), ((12, 10), 4), ((6, 14), 5), ((7, 9), 32)])
+def test_afno_matches_the_original_formulation(grid, modes, transform, monkeypatch):
+    """Both ways of transforming the corner (cached DFT matrices on small grids, FFTs on large
+    ones) against the original's FFT-and-eight-einsums, values and gradients; odd sizes too."""
+    monkeypatch.setattr(layers, "DFT_MAX_POINTS", 1024 if transform == "dft" else 0)
     torch.manual_seed(0)
     layer = AFNO2D(width=16, n_blocks=4, modes=modes)
     with torch.no_grad():
@@ -54,6 +59,20 @@ def test_afno_matches_the_original_formulation(grid, modes):
     g_ref = torch.autograd.grad(ref.square().sum(), [h, layer.w1, layer.b2])
     for a, b in zip(g_ours, g_ref):
         assert rel_err(a, b) < 1e-5
+
+
+@pytest.mark.parametrize("transform", ["dft", "fft"])
+def test_afno_under_autocast_keeps_the_transforms_in_float32(transform, monkeypatch):
+    """Under bfloat16 autocast only the block MLP runs in bfloat16 (as the original's einsums
+    do); the result stays close to the float32 one and comes back in the input's dtype."""
+    monkeypatch.setattr(layers, "DFT_MAX_POINTS", 1024 if transform == "dft" else 0)
+    torch.manual_seed(0)
+    layer = AFNO2D(width=16, n_blocks=4, modes=32)
+    h = torch.randn(2, 16, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = layer(h)
+    assert low.dtype == torch.float32
+    assert rel_err(low, layer(h)) < 2e-2
 
 
 def test_afno_leaves_high_modes_alone():

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from moepot import build_model
-from moepot.models.layers import unpatchify
 
 TINY = dict(img_size=16, patch_size=4, in_channels=2, out_channels=2, in_timesteps=3, embed_dim=16,
             depth=1, n_blocks=2, modes=3, out_layer_dim=8, n_cls=3)  # fmt: skip
@@ -62,9 +61,23 @@ def test_folded_embedding_equals_the_original_order(time_agg):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_fast_decoder_equals_the_convolutions():
+@pytest.mark.parametrize("act", ["gelu", "tanh"])
+def test_pixelwise_decoder_equals_the_convolutions(act):
+    """decode() against ``out_layer`` itself (transposed conv, 1x1 convs), values and gradients,
+    on a rectangular latent grid."""
     torch.manual_seed(0)
-    model = build_model("dpot", **TINY, out_timesteps=2)
-    latent = torch.randn(2, 16, 4, 4)
-    ours = model.out_layer[1:](unpatchify(latent, model.out_layer[0]))
-    assert torch.allclose(ours, model.out_layer(latent), rtol=1e-5, atol=1e-6)
+    model = build_model("dpot", **{**TINY, "img_size": (16, 12)}, out_timesteps=2, act=act)
+    with torch.no_grad():
+        for module in model.out_layer:
+            if getattr(module, "bias", None) is not None:
+                module.bias.normal_()  # the default init leaves a bias layout error invisible
+    latent = torch.randn(2, 16, 4, 3, requires_grad=True)
+    ours = model.decode(latent)
+    expected = model.out_layer(latent).permute(0, 2, 3, 1)
+    assert ours.shape == (2, 16, 12, 4)
+    assert torch.allclose(ours, expected, rtol=1e-5, atol=1e-6)
+    weights = torch.randn_like(ours)
+    params = [latent, *model.out_layer.parameters()]
+    for a, b in zip(torch.autograd.grad((ours * weights).sum(), params),
+                    torch.autograd.grad((expected * weights).sum(), params)):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)

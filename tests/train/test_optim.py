@@ -18,6 +18,26 @@ def test_frozen_parameters_are_not_optimized():
     assert optimizer.param_groups[0]["weight_decay"] == 1e-6  # the original's Adam decay
 
 
+def test_adam_steps_follow_the_textbook_update_with_l2_decay():
+    """Three steps of our (fused, on CPU) Adam against the update written out by hand:
+    g <- g + wd w; m, v moving averages; w <- w - lr m_hat / (sqrt(v_hat) + eps)."""
+    torch.manual_seed(0)
+    param = torch.nn.Parameter(torch.randn(5, 3))
+    optimizer = build_optimizer([param], name="adam", lr=0.01, betas=(0.9, 0.8), weight_decay=0.1)
+    assert optimizer.defaults["fused"]
+    w = param.detach().clone().double()
+    m, v = torch.zeros_like(w), torch.zeros_like(w)
+    for step in range(1, 4):
+        grad = torch.randn(5, 3)
+        param.grad = grad.clone()
+        optimizer.step()
+        g = grad.double() + 0.1 * w
+        m = 0.9 * m + 0.1 * g
+        v = 0.8 * v + 0.2 * g * g
+        w = w - 0.01 * (m / (1 - 0.9**step)) / ((v / (1 - 0.8**step)).sqrt() + 1e-8)
+        torch.testing.assert_close(param.detach().double(), w, rtol=1e-5, atol=1e-6)
+
+
 def test_adamw_decay_is_decoupled():
     param = torch.nn.Parameter(torch.ones(3))
     optimizer = build_optimizer([param], name="adamw", lr=0.1, weight_decay=0.5)

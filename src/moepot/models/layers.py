@@ -7,6 +7,8 @@ Parameter names and shapes are those of the original code (``proj.0``, ``w``, ``
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -52,19 +54,6 @@ def conv1x1(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     if conv.bias is not None:
         y = y + conv.bias[:, None]
     return y.reshape(n, -1, nx, ny)
-
-
-def unpatchify(x: torch.Tensor, conv_t: nn.ConvTranspose2d) -> torch.Tensor:
-    """A ``ConvTranspose2d`` whose kernel equals its stride (p), applied as one matmul.
-
-    Every latent cell expands to its own p x p patch: [N, D, X', Y'] -> [N, O, X' p, Y' p].
-    Same result as ``conv_t(x)``, about twice as fast on CPU.
-    """
-    n, d, lx, ly = x.shape
-    _, out_ch, p, _ = conv_t.weight.shape  # [D, O, p, p]
-    y = x.permute(0, 2, 3, 1).reshape(n * lx * ly, d) @ conv_t.weight.reshape(d, -1)
-    y = y.reshape(n, lx, ly, out_ch, p, p).permute(0, 3, 1, 4, 2, 5).reshape(n, out_ch, lx * p, ly * p)
-    return y + conv_t.bias[:, None, None] if conv_t.bias is not None else y
 
 
 class PatchEmbed(nn.Module):
@@ -149,6 +138,36 @@ class TimeAggregator(nn.Module):
         return (x.reshape(b, nx, ny, nt * d) @ weights).reshape(b, nx, ny, -1)
 
 
+# Latent grids up to this many points (8 x 8: res 64 at patch 8) take the corner's Fourier
+# transform as a matmul with a cached DFT matrix: measured on 2 CPU threads at D = 512, an 8 x 8
+# AFNO layer is ~20% faster that way (forward and backward), a 16 x 16 one ~10% slower.
+DFT_MAX_POINTS = 64
+
+
+@functools.lru_cache(maxsize=64)
+def corner_dft(nx: int, ny: int, mx: int, my: int, dtype: torch.dtype,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The real-linear maps of ``rfft2`` onto the low corner and of its zero-padded ``irfft2``.
+
+    With M = mx * my and fields flattened x-major (index x * ny + y):
+
+    - ``forward`` [2M, nx ny]: a real field -> (Re; Im) of ``rfft2(field, norm="ortho")[:mx, :my]``;
+    - ``inverse`` [nx ny, 2M]: (Re; Im) of a corner -> ``irfft2`` (``s=(nx, ny)``, ortho) of the
+      spectrum that is that corner and zero elsewhere.
+
+    Built column by column from ``torch.fft`` itself (in float64), so they inherit its
+    conventions exactly, including ``irfft2`` ignoring the imaginary parts it must ignore.
+    """
+    points, modes = nx * ny, mx * my
+    impulses = torch.eye(points, dtype=torch.float64).reshape(points, nx, ny)
+    spectra = torch.fft.rfft2(impulses, norm="ortho")[:, :mx, :my].reshape(points, modes)
+    forward = torch.cat([spectra.real, spectra.imag], dim=1).t()
+    basis = torch.eye(2 * modes, dtype=torch.float64)
+    corners = torch.complex(basis[:, :modes], basis[:, modes:]).reshape(2 * modes, mx, my)
+    inverse = torch.fft.irfft2(corners, s=(nx, ny), norm="ortho").reshape(2 * modes, points).t()
+    return forward.to(device, dtype).contiguous(), inverse.to(device, dtype).contiguous()
+
+
 class AFNO2D(nn.Module):
     """Adaptive Fourier neural-operator mixer with block-diagonal complex weights.
 
@@ -158,9 +177,12 @@ class AFNO2D(nn.Module):
     o2 = o1 W2 + b2, per block of ``D / n_blocks`` channels; all other modes are zero. Then
     irfft2 back to the grid and add the input (the mixer's own skip).
 
-    We compute the corner only, as one complex block matmul per layer, and let ``irfft2``
-    zero-pad it to the full spectrum (the original fills four zero tensors and runs eight
-    real einsums); the result is the same to float rounding.
+    The original fills four zero tensors and runs eight real einsums per layer. We mix only
+    the corner, with one complex einsum per layer of the MLP. On small latent grids
+    (<= :data:`DFT_MAX_POINTS` points) the corner's transform and its inverse are matmuls with
+    cached DFT matrices (:func:`corner_dft`), which beats an FFT of 8 x 8 points on CPU;
+    larger grids use ``rfft2`` / ``irfft2``. Every path equals the original's to
+    float rounding.
 
     Parameters: ``w1``, ``w2`` [2, nb, bs, bs] and ``b1``, ``b2`` [2, nb, bs] (index 0 the real
     part, 1 the imaginary part).
@@ -183,6 +205,16 @@ class AFNO2D(nn.Module):
     def _complex(p: torch.Tensor) -> torch.Tensor:
         return torch.complex(p[0], p[1])
 
+    def mix_corner(self, corner: torch.Tensor) -> torch.Tensor:
+        """The complex two-layer block MLP on the kept modes: [B, M, D] complex -> [B, M, D]."""
+        b, m, d = corner.shape
+        blocks = corner.reshape(b, m, self.n_blocks, self.block_size)
+        o1 = torch.einsum("...bi,bio->...bo", blocks, self._complex(self.w1)) + self._complex(self.b1)
+        # act(Re) + i act(Im): one elementwise pass over the interleaved (re, im) pairs
+        o1 = torch.view_as_complex(self.act(torch.view_as_real(o1)))
+        o2 = torch.einsum("...bi,bio->...bo", o1, self._complex(self.w2)) + self._complex(self.b2)
+        return o2.reshape(b, m, d)
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """h: [B, D, X, Y] -> [B, D, X, Y], a channels-last view ([B, X, Y, D] in memory).
 
@@ -190,14 +222,24 @@ class AFNO2D(nn.Module):
         """
         b, d, nx, ny = h.shape
         h_last = h.permute(0, 2, 3, 1)  # [B, X, Y, D]
-        spectrum = torch.fft.rfft2(h_last.float(), dim=(1, 2), norm="ortho")  # [B, X, Y//2+1, D]
-        mx, my = min(self.modes, nx), min(self.modes, spectrum.shape[2])
-        corner = spectrum[:, :mx, :my].reshape(b, mx, my, self.n_blocks, self.block_size)
-        o1 = torch.einsum("...bi,bio->...bo", corner, self._complex(self.w1)) + self._complex(self.b1)
-        # act(Re) + i act(Im): one elementwise pass over the interleaved (re, im) pairs
-        o1 = torch.view_as_complex(self.act(torch.view_as_real(o1)))
-        o2 = torch.einsum("...bi,bio->...bo", o1, self._complex(self.w2)) + self._complex(self.b2)
-        # irfft2 zero-pads the corner to the (X, Y//2+1) spectrum: every other mode is zero.
-        mixed = torch.fft.irfft2(o2.reshape(b, mx, my, d), s=(nx, ny), dim=(1, 2), norm="ortho")
-        # h_last first: the sum takes its (channels-last) layout, not irfft2's transposed one
+        field = h_last.float()
+        mx, my = min(self.modes, nx), min(self.modes, ny // 2 + 1)
+        # the transforms in float32 even under autocast (as the original's FFTs); the block MLP
+        # follows autocast, as the original's einsums do
+        full_precision = torch.autocast(field.device.type, enabled=False)
+        if nx * ny <= DFT_MAX_POINTS:
+            forward, inverse = corner_dft(nx, ny, mx, my, field.dtype, field.device)
+            modes = mx * my
+            with full_precision:
+                corner = torch.matmul(forward, field.reshape(b, nx * ny, d))  # [B, 2M, D]: Re; Im
+            out = self.mix_corner(torch.complex(corner[:, :modes], corner[:, modes:]))  # [B, M, D]
+            with full_precision:
+                out = torch.cat([out.real, out.imag], dim=1).float()  # [B, 2M, D]
+                mixed = torch.matmul(inverse, out).reshape(b, nx, ny, d)
+        else:
+            corner = torch.fft.rfft2(field, dim=(1, 2), norm="ortho")[:, :mx, :my]  # [B, mx, my, D]
+            out = self.mix_corner(corner.reshape(b, mx * my, d)).reshape(b, mx, my, d)
+            # irfft2 zero-pads the corner to the (X, Y//2+1) spectrum: every other mode is zero
+            mixed = torch.fft.irfft2(out.to(corner.dtype), s=(nx, ny), dim=(1, 2), norm="ortho")
+        # h_last first: the sum takes its (channels-last) layout
         return (h_last + mixed.to(h.dtype)).permute(0, 3, 1, 2)

@@ -8,8 +8,8 @@ every sample uses. Every expert is a 1x1 convolution followed by GELU.
 Dispatch (``expert_dispatch``):
 
 - ``sparse`` (default): the B*k (sample, expert) assignments are sorted by expert; each chosen
-  expert runs once, on exactly its gathered samples, and its weighted output is added back
-  with ``index_add_`` (the per-token pattern of DeepSeek-V3 and Mixtral, here per sample).
+  expert runs once, on exactly its gathered samples (the per-token pattern of DeepSeek-V3 and
+  Mixtral, here per sample); the outputs are gathered back per sample and weighted-summed.
 - ``dense``: the original's way, every expert on every sample, multiplied by a weight that is
   zero for the unchosen ones. Kept as a reference for tests and benchmarks.
 
@@ -280,12 +280,16 @@ class MoELayer(nn.Module):
         features: [B, P, Hm]; indices, weights: [B, k]; out: [B, P, D] (the shared experts'
         mean) or None. The B*k (sample, expert) slots are sorted by expert and the features
         gathered once in that order ([B*k, P, Hm]); each chosen expert is one ``addmm`` on its
-        contiguous run of slots; then one GELU, one multiplication by the slot weights and one
-        ``index_add`` bring the B*k results back to their samples.
+        contiguous run of slots and one GELU runs over all of them. The results go back to
+        (sample, choice) order with one gather, and one batched matmul per sample,
+        ``weights[b] @ routed[b]`` ([1, k] @ [k, P*D]), weights and sums the sample's k experts
+        and adds ``out``. (Weighting, then ``index_add``, does the same with two more passes
+        over the [B*k, P, D] results; every sample's sum stays its own either way, so a
+        non-finite sample cannot spill into the others.)
         """
         b, p, hidden = features.shape
-        flat_experts = indices.flatten()  # [B k]
-        order = torch.argsort(flat_experts, stable=True)
+        flat_experts = indices.flatten()  # [B k], slot j = sample j // k, choice j % k
+        order = torch.argsort(flat_experts, stable=True)  # sorted position -> slot
         samples = torch.div(order, self.top_k, rounding_mode="floor")  # sample of each sorted slot
         counts = torch.bincount(flat_experts, minlength=self.num_experts).tolist()
         runs = features.index_select(0, samples).reshape(-1, hidden).split([c * p for c in counts])
@@ -298,10 +302,15 @@ class MoELayer(nn.Module):
                 for e in chosen
             ]
         )  # [B k P, D], sorted by expert
-        routed = F.gelu(pre).reshape(len(order), p, -1) * weights.flatten()[order][:, None, None]
+        slot_position = torch.argsort(order)  # slot -> sorted position
+        routed = F.gelu(pre).reshape(len(order), -1).index_select(0, slot_position)  # [B k, P D], by slot
+        routed = routed.reshape(b, self.top_k, -1)
+        mixed = weights.to(routed.dtype).unsqueeze(1)  # [B, 1, k]
         if out is None:
-            out = routed.new_zeros((b, p, routed.shape[-1]))
-        out = out.index_add(0, samples, routed)  # [B, P, D]
+            out = torch.bmm(mixed, routed)
+        else:
+            out = torch.baddbmm(out.reshape(b, 1, -1), mixed, routed)
+        out = out.reshape(b, p, -1)  # [B, P, D]
 
         if len(chosen) < self.num_experts and torch.is_grad_enabled():
             # zero-valued and exact: keeps every expert in the autograd graph, so DDP's reducer

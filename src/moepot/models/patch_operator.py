@@ -22,7 +22,7 @@ from torch import nn
 
 from moepot.models.base import ModelOutput, NeuralOperator
 from moepot.models.config import ModelConfig
-from moepot.models.layers import PatchEmbed, TimeAggregator, activation, append_coordinates, unpatchify
+from moepot.models.layers import PatchEmbed, TimeAggregator, activation, append_coordinates
 
 
 class PatchOperator(NeuralOperator):
@@ -103,6 +103,29 @@ class PatchOperator(NeuralOperator):
         latent = feats.reshape(b, lx, ly, nt * h) @ folded.reshape(nt * h, -1) + offset  # [B, X', Y', D]
         return latent.permute(0, 3, 1, 2)  # channels-last memory: the blocks work channels last
 
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """``out_layer`` (transposed p x p conv, act, 1x1 conv, act, 1x1 conv), pixel by pixel.
+
+        latent: [B, D, X', Y'] -> [B, X' p, Y' p, O] channels last (O = T_out * C, flat index
+        t * C + c), equal to ``out_layer(latent).permute(0, 2, 3, 1)`` to float rounding.
+
+        The transposed convolution has kernel = stride = p, so every latent cell expands on
+        its own into a p x p patch: one matmul [B X' Y', D] @ [D, (p p W)] whose columns are
+        ordered (px, py, w) gives every pixel's W features contiguously, and the two 1x1
+        convolutions are then plain matmuls over pixels. Only the O-wide result is rearranged
+        into the image, not the W-wide features (the convolution's way permutes 8x more data).
+        """
+        upsample, act1, mix, act2, project = self.out_layer
+        b, d, lx, ly = latent.shape
+        _, width, p, _ = upsample.weight.shape  # [D, W, p, p]
+        kernel = upsample.weight.permute(0, 2, 3, 1).reshape(d, p * p * width)  # columns (px, py, w)
+        tokens = latent.permute(0, 2, 3, 1).reshape(b * lx * ly, d)
+        pixels = act1(torch.addmm(upsample.bias.repeat(p * p), tokens, kernel).reshape(-1, width))
+        pixels = act2(torch.addmm(mix.bias, pixels, mix.weight.flatten(1).t()))  # [(B X' Y' p p), W]
+        out = torch.addmm(project.bias, pixels, project.weight.flatten(1).t())  # [(B X' Y' p p), O]
+        out = out.reshape(b, lx, ly, p, p, -1).permute(0, 1, 3, 2, 4, 5)  # [B, X', px, Y', py, O]
+        return out.reshape(b, lx * p, ly * p, -1)
+
     def forward(self, x: torch.Tensor) -> ModelOutput:
         """x: [B, X, Y, T_in, C] -> ModelOutput(pred [B, X, Y, T_out, C_out], cls [B, n_cls], aux)."""
         cfg = self.config
@@ -128,9 +151,7 @@ class PatchOperator(NeuralOperator):
                 aux_loss = aux_loss + aux
 
         cls_logits = self.cls_head(latent.mean(dim=(2, 3)))
-        pred = self.out_layer[1:](unpatchify(latent, self.out_layer[0]))  # = out_layer(latent)
-        pred = pred.permute(0, 2, 3, 1)  # [B, X, Y, T_out * C]
-        pred = pred.reshape(b, nx, ny, cfg.out_timesteps, cfg.out_channels)
+        pred = self.decode(latent).reshape(b, nx, ny, cfg.out_timesteps, cfg.out_channels)
         if cfg.normalize:
             pred = pred * sigma + mu
         return ModelOutput(pred, cls_logits, aux_loss)
