@@ -366,6 +366,24 @@ def test_two_worker_dataloader_opens_once_per_worker(mixture_data):
     assert not any(reader.is_open for reader in dataset.readers)  # the main process never opened
 
 
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_persistent_workers_follow_set_epoch(mixture_data, context):
+    """Workers started once (as the training loop keeps them) draw each epoch's windows: the
+    epoch set in the main process after they started reaches them (it lives in shared memory)."""
+    dataset = MixtureDataset("aa", split="train", res=8, t_in=4, t_ar=3, catalog=mixture_data.catalog(), seed=5)
+    loader = DataLoader(dataset, batch_size=None, num_workers=2, persistent_workers=True,
+                        multiprocessing_context=context)
+    seen = []
+    for epoch in (0, 1, 7):
+        dataset.set_epoch(epoch)
+        expected = [dataset[i].x for i in range(len(dataset))]
+        got = [sample.x for sample in loader]
+        assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+        seen.append(torch.stack(got))
+    assert not torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])  # windows moved
+    dataset.close()
+
+
 def test_collated_batch_shapes(mixture_data):
     dataset = MixtureDataset(["aa", "bb"], split="train", res=8, t_in=4, t_ar=2, catalog=mixture_data.catalog())
     batch = next(iter(DataLoader(dataset, batch_size=5, shuffle=False)))

@@ -62,6 +62,19 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_losses(data_root
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
 
+def test_persistent_workers_and_a_mid_epoch_resume_give_the_in_process_losses(data_root, tmp_path):
+    """Two DataLoader workers, kept across epochs (they must see every epoch's windows), and a
+    resume in the middle of an epoch: the losses equal those of loading in the main process."""
+    cfg = config(data_root, model="dpot", epochs=3, warmup_epochs=1, noise_scale=0.0, checkpoint_every_steps=4,
+                 eval_every_epochs=5)
+    in_process = train(cfg, run_dir=tmp_path / "main", progress=False).losses
+    with_workers = cfg.model_copy(update={"num_workers": 2})
+    train(with_workers, run_dir=tmp_path / "workers", stop_after_steps=9, progress=False)
+    resumed = train(with_workers, run_dir=tmp_path / "workers", resume="auto", progress=False)  # from step 8
+    assert len(in_process) == 18
+    assert resumed.losses == in_process[8:]
+
+
 def test_non_finite_steps_are_skipped_then_the_last_checkpoint_is_restored(data_root, tmp_path, monkeypatch,
                                                                           caplog):
     import moepot

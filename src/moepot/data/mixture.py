@@ -158,7 +158,7 @@ class MixtureDataset(Dataset):
         self.t_in = t_in
         self.t_ar = t_ar
         self.seed = int(seed)
-        self.epoch = 0
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
         self.catalog = catalog if catalog is not None else load_catalog(data_root=data_root)
         self.data_root = self.catalog.data_root if data_root is None else data_root
@@ -219,9 +219,18 @@ class MixtureDataset(Dataset):
             return f"t_in {self.t_in} + t_ar {self.t_ar}"
         return f"t_in {self.t_in} + t_test {entry.t_test}"
 
+    @property
+    def epoch(self) -> int:
+        """The epoch whose random training windows items use (see :meth:`set_epoch`)."""
+        return int(self._epoch)
+
     def set_epoch(self, epoch: int) -> None:
-        """Select the random training windows of ``epoch`` (call before each epoch's iterator)."""
-        self.epoch = int(epoch)
+        """Select the random training windows of ``epoch`` (call before each epoch's iterator).
+
+        The epoch is held in shared memory, so DataLoader workers started earlier (persistent
+        workers, forked or spawned) see the new value too.
+        """
+        self._epoch.fill_(int(epoch))
 
     def __len__(self) -> int:
         return self.dataset_offsets[-1]

@@ -317,16 +317,21 @@ def _train_locked(
     bar = cleanup.enter_context(_progress_bar(total_steps, step, enabled=progress and info.is_main))
     model.train()
     done = step >= total_steps or epoch >= config.epochs
+    # One loader for the whole run: with workers, they persist across epochs and keep their
+    # open HDF5 handles (the dataset's epoch lives in shared memory, so they see set_epoch).
+    epoch_sampler = _SkipFirst(sampler)
+    loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        sampler=epoch_sampler,
+        num_workers=config.num_workers,
+        persistent_workers=config.num_workers > 0,
+        drop_last=True,
+    )
     while not done:
         train_set.set_epoch(epoch)
         sampler.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(
-            train_set,
-            batch_size=config.batch_size,
-            sampler=_SkipFirst(sampler, batch_in_epoch * config.batch_size),
-            num_workers=config.num_workers,
-            drop_last=True,
-        )
+        epoch_sampler.skip = batch_in_epoch * config.batch_size  # > 0 only when resuming mid-epoch
         for batch in _batches(loader):
             x, y, mask, dataset_index = (t.to(info.device) for t in batch[:4])
             # buffers (BatchNorm statistics, MoE temperatures) change in the forward: kept to undo a skipped step
