@@ -20,13 +20,10 @@ point gives the whole-model ratios at res 128 that ``models_speed`` measures at 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
-from benchmarks.models_speed import median_pair
+from benchmarks.models_speed import inference, median_pair, train_step
 from moepot.models.registry import build_model
-from moepot.train.optim import build_optimizer
 
 BASE = {"res": 64, "batch": 8, "experts": 16}
 FULL_GRID = {"batch": (2, 4, 8, 16), "res": (32, 64, 128), "experts": (4, 8, 16, 32)}
@@ -45,29 +42,6 @@ def _pair(res: int, experts: int) -> tuple[torch.nn.Module, torch.nn.Module]:
     return sparse, dense
 
 
-def _train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
-    optimizer = build_optimizer(model.parameters(), name="adam", lr=1e-6)  # the training loop's
-
-    def step() -> None:
-        model.train()
-        out = model(x)
-        loss = (out.pred - y).square().mean() + 0.1 * out.aux_loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
-
-
-def _inference(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
-    def forward() -> None:
-        model.eval()
-        with torch.no_grad():
-            model(x)
-
-    return forward
-
-
 def measure_point(res: int, batch: int, experts: int, repeats: int) -> dict:
     """Training-step and inference times (ms) of both dispatches at one shape, and their ratios."""
     sparse, dense = _pair(res, experts)
@@ -75,8 +49,8 @@ def measure_point(res: int, batch: int, experts: int, repeats: int) -> dict:
     scale = torch.logspace(-1, 1, batch).reshape(batch, 1, 1, 1, 1)  # samples differ, so routes differ
     x = torch.randn(batch, res, res, T_IN, CHANNELS, generator=generator) * scale
     y = torch.randn(batch, res, res, 1, CHANNELS, generator=generator) * scale
-    train_s = median_pair(_train_step(sparse, x, y), _train_step(dense, x, y), repeats)
-    infer_s = median_pair(_inference(sparse, x), _inference(dense, x), repeats)
+    train_s = median_pair(train_step(sparse, x, y), train_step(dense, x, y), repeats)
+    infer_s = median_pair(inference(sparse, x), inference(dense, x), repeats)
     return {"res": res, "batch": batch, "experts": experts,
             "train_sparse_ms": round(train_s[0] * 1e3, 1), "train_dense_ms": round(train_s[1] * 1e3, 1),
             "train_ratio": round(train_s[0] / train_s[1], 3),

@@ -86,40 +86,43 @@ def bench_moe_layer(repeats: int) -> tuple[float, float]:
     return median_pair(step(sparse), step(dense), repeats)
 
 
+def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    """One training step of ``model`` on (x, y) as a callable: forward, loss with the balance
+    term, backward, and the training loop's Adam step."""
+    optimizer = build_optimizer(model.parameters(), name="adam", lr=1e-6)
+
+    def step() -> None:
+        model.train()
+        out = model(x)
+        loss = (out.pred - y).square().mean() + 0.1 * out.aux_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def inference(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """An eval-mode forward of ``model`` on x under ``torch.no_grad``, as a callable."""
+
+    def forward() -> None:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+
+    return forward
+
+
 def bench_train_step(repeats: int) -> tuple[float, float]:
     sparse_model, dense_model = _models()
     x, y = _inputs(torch.Generator().manual_seed(2))
-
-    def step(model: torch.nn.Module) -> Callable[[], None]:
-        model.train()
-        optimizer = build_optimizer(model.parameters(), name="adam", lr=1e-6)  # the training loop's
-
-        def run() -> None:
-            out = model(x)
-            loss = (out.pred - y).square().mean() + 0.1 * out.aux_loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-        return run
-
-    return median_pair(step(sparse_model), step(dense_model), repeats)
+    return median_pair(train_step(sparse_model, x, y), train_step(dense_model, x, y), repeats)
 
 
 def bench_inference(repeats: int) -> tuple[float, float]:
     sparse_model, dense_model = _models()
-    sparse_model.eval()
-    dense_model.eval()
     x, _ = _inputs(torch.Generator().manual_seed(3))
-
-    def run(model: torch.nn.Module) -> Callable[[], None]:
-        def call() -> None:
-            with torch.no_grad():
-                model(x)
-
-        return call
-
-    return median_pair(run(sparse_model), run(dense_model), repeats)
+    return median_pair(inference(sparse_model, x), inference(dense_model, x), repeats)
 
 
 def run(quick: bool = False, threads: int = 2) -> dict:

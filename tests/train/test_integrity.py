@@ -167,43 +167,13 @@ def data_root(tmp_path_factory):
     return root
 
 
-def poison_forwards(monkeypatch, calls: set[int], how: str) -> None:
-    """Make the training forwards numbered in ``calls`` non-finite: ``how="input"`` feeds NaN
-    into the network (its BatchNorm statistics see it), ``how="gradient"`` keeps the forward
-    and the loss finite but makes the gradient flowing back from the prediction NaN."""
-    build = moepot.build_model
-    count = {"n": 0}
-
-    def poisoned_build(*args, **kwargs):
-        model = build(*args, **kwargs)
-        forward = model.forward
-
-        def maybe_poisoned(x):
-            if not model.training:
-                return forward(x)
-            count["n"] += 1
-            if count["n"] not in calls:
-                return forward(x)
-            if how == "input":
-                return forward(x * float("nan"))
-            out = forward(x)
-            pred = out.pred.clone()
-            pred.register_hook(lambda grad: torch.full_like(grad, float("nan")))
-            return out._replace(pred=pred)
-
-        model.forward = maybe_poisoned
-        return model
-
-    monkeypatch.setattr(moepot, "build_model", poisoned_build)
-
-
 def config(data_root, **kwargs) -> TrainConfig:
     return TrainConfig.from_dict({**TRAIN, "train_paths": ["decay_a", "decay_b"], "data_root": str(data_root),
                                   **kwargs})
 
 
-def test_a_nan_gradient_with_a_finite_loss_is_skipped_then_restored(data_root, tmp_path, monkeypatch, caplog):
-    poison_forwards(monkeypatch, {4, 5}, how="gradient")
+def test_a_nan_gradient_with_a_finite_loss_is_skipped_then_restored(data_root, tmp_path, poison_forwards, caplog):
+    poison_forwards({4, 5}, how="gradient")
     cfg = config(data_root, model="dpot", max_steps=6, nan_tolerance=2, nan_lr_factor=0.5, checkpoint_every_steps=2)
     with caplog.at_level(logging.WARNING, logger="moepot.train"):
         result = train(cfg, run_dir=tmp_path / "run", progress=False)
@@ -221,10 +191,10 @@ def test_a_nan_gradient_with_a_finite_loss_is_skipped_then_restored(data_root, t
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
-def test_a_skipped_step_leaves_batchnorm_statistics_and_temperatures_untouched(data_root, tmp_path, monkeypatch):
+def test_a_skipped_step_leaves_batchnorm_statistics_and_temperatures_untouched(data_root, tmp_path, poison_forwards):
     """A NaN forward updates the router's BatchNorm running statistics (and the MoE temperature)
     before the loss is seen; the skip must undo that, or the model stays NaN in evaluation."""
-    poison_forwards(monkeypatch, {3}, how="input")
+    poison_forwards({3}, how="input")
     cfg = config(data_root, model="moepot", max_steps=4, nan_tolerance=100, checkpoint_every_steps=2)
     result = train(cfg, run_dir=tmp_path / "run", progress=False)
     assert result.skipped_steps == 1 and result.step == 4

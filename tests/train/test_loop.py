@@ -75,26 +75,9 @@ def test_persistent_workers_and_a_mid_epoch_resume_give_the_in_process_losses(da
     assert resumed.losses == in_process[8:]
 
 
-def test_non_finite_steps_are_skipped_then_the_last_checkpoint_is_restored(data_root, tmp_path, monkeypatch,
+def test_non_finite_steps_are_skipped_then_the_last_checkpoint_is_restored(data_root, tmp_path, poison_forwards,
                                                                           caplog):
-    import moepot
-
-    build = moepot.build_model
-    calls = {"n": 0}
-
-    def poisoned_build(*args, **kwargs):
-        model = build(*args, **kwargs)
-        forward = model.forward
-
-        def maybe_nan(x):
-            calls["n"] += 1
-            out = forward(x)
-            return out._replace(pred=out.pred * float("nan")) if 4 <= calls["n"] <= 6 and model.training else out
-
-        model.forward = maybe_nan
-        return model
-
-    monkeypatch.setattr(moepot, "build_model", poisoned_build)
+    poison_forwards({4, 5, 6}, how="prediction")
     cfg = config(data_root, model="dpot", epochs=2, warmup_epochs=1, max_steps=8, nan_tolerance=2,
                  nan_lr_factor=0.5, checkpoint_every_steps=2, eval_every_epochs=5)
     with caplog.at_level("WARNING", logger="moepot.train"):

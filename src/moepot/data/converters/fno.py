@@ -54,16 +54,18 @@ def _check_rank(raw_file: Path, shape: tuple[int, ...]) -> None:
         )
 
 
+def _no_vorticity(raw_file: Path, found: list[str]) -> DataError:
+    return DataError(f"{raw_file}: no variable '{VORTICITY_KEY}' (found {found}); expected an FNO "
+                     "NavierStokes_V*.mat file holding the vorticity 'u'")
+
+
 @contextlib.contextmanager
 def open_vorticity(raw_file: Path) -> Iterator[VorticitySource]:
     """Open an FNO ``.mat`` file (v7.3 through h5py, v5 through scipy) for block reads of ``u``."""
     if h5py.is_hdf5(raw_file):
         with h5py.File(raw_file, "r") as f:
             if not isinstance(f.get(VORTICITY_KEY), h5py.Dataset):
-                raise DataError(
-                    f"{raw_file}: no variable '{VORTICITY_KEY}' (found {dataset_keys(f)}); expected an "
-                    "FNO NavierStokes_V*.mat file holding the vorticity 'u'"
-                )
+                raise _no_vorticity(raw_file, dataset_keys(f))
             u = f[VORTICITY_KEY]  # [T, S2, S1, N]
             _check_rank(raw_file, u.shape)
             n_time, s2, s1, n_samples = u.shape
@@ -83,11 +85,7 @@ def open_vorticity(raw_file: Path) -> Iterator[VorticitySource]:
             f"{raw_file}: not a MATLAB .mat file readable by h5py (v7.3) or scipy (v5): {exc}"
         ) from exc
     if VORTICITY_KEY not in variables:
-        found = sorted(k for k in variables if not k.startswith("__"))
-        raise DataError(
-            f"{raw_file}: no variable '{VORTICITY_KEY}' (found {found}); expected an FNO "
-            "NavierStokes_V*.mat file holding the vorticity 'u'"
-        )
+        raise _no_vorticity(raw_file, sorted(k for k in variables if not k.startswith("__")))
     u = variables[VORTICITY_KEY]  # [N, S1, S2, T]
     _check_rank(raw_file, u.shape)
     n_samples, s1, s2, n_time = u.shape
