@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -105,6 +106,31 @@ def test_foreign_and_unsafe_files_are_refused(tmp_path):
         load_checkpoint(pickled)
 
 
+HOLD_LOCK = """
+import sys, time
+from moepot.train.checkpoint import RunLock
+RunLock(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(60)
+"""
+
+RACE_FOR_LOCK = """
+import sys, time
+from moepot.errors import CheckpointError
+from moepot.train.checkpoint import RunLock
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+try:
+    RunLock(sys.argv[1]).acquire()
+except CheckpointError:
+    print("refused", flush=True)
+else:
+    print("won", flush=True)
+    time.sleep(2)
+"""
+
+
 def test_run_lock_refuses_a_second_run_and_takes_over_stale_locks(tmp_path):
     with RunLock(tmp_path), pytest.raises(CheckpointError, match="in use by another run"):
         RunLock(tmp_path).acquire()
@@ -116,3 +142,34 @@ def test_run_lock_refuses_a_second_run_and_takes_over_stale_locks(tmp_path):
     lock = RunLock(tmp_path).acquire()  # the owner is gone
     assert (tmp_path / ".lock").read_text().endswith(f":{os.getpid()}")
     lock.release()
+
+
+def test_run_lock_of_a_killed_process_is_released_by_the_kernel(tmp_path):
+    """A live holder in another process is named in the refusal; SIGKILL it (no clean-up runs)
+    and its lock file stays behind, but the lock is free."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(CheckpointError, match=f":{holder.pid}\\)"):
+            RunLock(tmp_path).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (tmp_path / ".lock").read_text().endswith(f":{holder.pid}")
+    with RunLock(tmp_path):
+        assert (tmp_path / ".lock").read_text().endswith(f":{os.getpid()}")
+
+
+def test_runs_racing_for_a_stale_lock_get_it_once(tmp_path):
+    """Four processes find the same stale lock file and try to take it at the same instant."""
+    import socket
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / ".lock").write_text(f"{socket.gethostname()}:{int(dead.stdout)}")
+    start = f"{time.time() + 1.5:.3f}"
+    racers = [subprocess.Popen([sys.executable, "-c", RACE_FOR_LOCK, str(tmp_path), start],
+                               stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    outcomes = sorted(racer.communicate(timeout=60)[0].strip() for racer in racers)
+    assert outcomes == ["refused", "refused", "refused", "won"]
+
+

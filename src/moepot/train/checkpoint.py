@@ -26,6 +26,7 @@ The run directory itself is guarded by :class:`RunLock`.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import logging
 import os
@@ -252,44 +253,54 @@ def _publish(source: Path, target: Path) -> None:
 class RunLock:
     """Refuse a second run writing into the same run directory.
 
-    ``<run_dir>/.lock`` holds ``host:pid`` of the owner, created with ``O_EXCL``. A lock left by
-    a dead process on this host is taken over with a warning.
+    ``<run_dir>/.lock`` names its owner (``host:pid``) and is held with an exclusive ``flock``
+    for the whole run. The kernel drops the lock when the owner exits, however it exits, so a
+    lock file left by a killed run is simply taken over (with a warning): no guess about
+    whether its owner is alive, and of two runs that find it at the same instant only one gets
+    the lock. On a file system without ``flock`` the run stops with a ``CheckpointError``.
     """
 
     def __init__(self, run_dir: str | os.PathLike) -> None:
         self.path = Path(run_dir) / ".lock"
         self.held = False
+        self._fd: int | None = None
 
     def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = f"{socket.gethostname()}:{os.getpid()}"
-        for _ in range(2):
+        while True:
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = self.path.read_text().strip() if self.path.exists() else ""
-                if owner and not _is_stale(owner):
-                    raise CheckpointError(
-                        f"run directory {self.path.parent} is in use by another run ({owner}); "
-                        "choose another --run-dir or wait for it to finish"
-                    ) from None
-                log.warning("removing a stale lock %s (owner %s is gone)", self.path, owner or "unknown")
-                with contextlib.suppress(FileNotFoundError):
-                    self.path.unlink()
-                continue
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
                 raise CheckpointError(f"run directory {self.path.parent} is not writable: {exc.strerror}") from exc
-            with os.fdopen(fd, "w") as fh:
-                fh.write(me)
-            self.held = True
-            return self
-        raise CheckpointError(f"could not lock run directory {self.path.parent}")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = _read_owner(fd)
+                os.close(fd)
+                raise CheckpointError(
+                    f"run directory {self.path.parent} is in use by another run ({owner or 'unknown'}); "
+                    "choose another --run-dir or wait for it to finish"
+                ) from None
+            except OSError as exc:
+                os.close(fd)
+                raise CheckpointError(f"cannot lock run directory {self.path.parent}: {exc.strerror}") from exc
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)  # a finishing run removed the file we opened: lock the one now there
+        previous = _read_owner(fd)
+        if previous:
+            log.warning("taking over the lock of %s: its run (%s) is gone", self.path.parent, previous)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{socket.gethostname()}:{os.getpid()}".encode(), 0)
+        self._fd, self.held = fd, True
+        return self
 
     def release(self) -> None:
-        if self.held:
+        if self.held and self._fd is not None:
             with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
-            self.held = False
+                self.path.unlink()  # while still holding the lock: see _same_file
+            os.close(self._fd)
+            self._fd, self.held = None, False
 
     def __enter__(self) -> RunLock:
         return self.acquire()
@@ -298,14 +309,14 @@ class RunLock:
         self.release()
 
 
-def _is_stale(owner: str) -> bool:
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another machine's run: we cannot tell, so respect it
+def _read_owner(fd: int) -> str:
+    return os.pread(fd, 256, 0).decode(errors="replace").strip()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open ``fd`` is still the file at ``path`` (not one unlinked since it was opened)."""
     try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
         return False
     return False
