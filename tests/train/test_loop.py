@@ -62,6 +62,19 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_losses(data_root
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
 
+def test_resume_from_the_last_steps_checkpoint_ends_like_the_uninterrupted_run(data_root, tmp_path):
+    """Killed right after the checkpoint of the very last step (before the epoch's end and the
+    final evaluation): the resumed run closes the epoch and evaluates as the whole run did."""
+    cfg = config(data_root, model="dpot", epochs=2, warmup_epochs=1, checkpoint_every_steps=1, eval_every_epochs=1)
+    whole = train(cfg, run_dir=tmp_path / "whole", progress=False)
+    train(cfg, run_dir=tmp_path / "cut", stop_after_steps=12, progress=False)  # 2 epochs of 6 steps
+    resumed = train(cfg, run_dir=tmp_path / "cut", resume="auto", progress=False)
+    expected, got = load_checkpoint(whole.checkpoint), load_checkpoint(resumed.checkpoint)
+    for key in ("step", "epoch", "batch_in_epoch", "evaluations"):
+        assert got[key] == expected[key], key
+    assert resumed.metrics == whole.metrics
+
+
 def test_persistent_workers_and_a_mid_epoch_resume_give_the_in_process_losses(data_root, tmp_path):
     """Two DataLoader workers, kept across epochs (they must see every epoch's windows), and a
     resume in the middle of an epoch: the losses equal those of loading in the main process."""

@@ -316,6 +316,10 @@ def _train_locked(
     budget_s = None if max_minutes is None else max_minutes * 60.0
     bar = cleanup.enter_context(_progress_bar(total_steps, step, enabled=progress and info.is_main))
     model.train()
+    if step >= total_steps and batch_in_epoch >= steps_per_epoch:
+        # resumed from the last step's checkpoint, written before the epoch-end bookkeeping that
+        # an uninterrupted run does next (the final evaluation and checkpoint follow below)
+        epoch, batch_in_epoch = epoch + 1, 0
     done = step >= total_steps or epoch >= config.epochs
     # One loader for the whole run: with workers, they persist across epochs and keep their
     # open HDF5 handles (the dataset's epoch lives in shared memory, so they see set_epoch).
