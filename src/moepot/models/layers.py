@@ -181,7 +181,8 @@ class AFNO2D(nn.Module):
     the corner, with one complex einsum per layer of the MLP. On small latent grids
     (<= :data:`DFT_MAX_POINTS` points) the corner's transform and its inverse are matmuls with
     cached DFT matrices (:func:`corner_dft`), which beats an FFT of 8 x 8 points on CPU;
-    larger grids use ``rfft2`` / ``irfft2``. Every path equals the original's to
+    larger grids, and every grid under ``torch.compile`` (whose graphs would rebuild the
+    matrices on every call), use ``rfft2`` / ``irfft2``. Every path equals the original's to
     float rounding.
 
     Parameters: ``w1``, ``w2`` [2, nb, bs, bs] and ``b1``, ``b2`` [2, nb, bs] (index 0 the real
@@ -227,7 +228,7 @@ class AFNO2D(nn.Module):
         # the transforms in float32 even under autocast (as the original's FFTs); the block MLP
         # follows autocast, as the original's einsums do
         full_precision = torch.autocast(field.device.type, enabled=False)
-        if nx * ny <= DFT_MAX_POINTS:
+        if nx * ny <= DFT_MAX_POINTS and not torch.compiler.is_compiling():
             forward, inverse = corner_dft(nx, ny, mx, my, field.dtype, field.device)
             modes = mx * my
             with full_precision:

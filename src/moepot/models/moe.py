@@ -217,6 +217,19 @@ class MoELayer(nn.Module):
             self.temperature.mul_(TEMPERATURE_DECAY).clamp_(min=TEMPERATURE_FLOOR)
 
     # ------------------------------------------------------------------ forward
+    @torch.compiler.disable
+    def _take_temperature(self, decay: bool) -> torch.Tensor:
+        """A copy of the temperature this forward routes with; then, if ``decay``, the per-forward decay.
+
+        Runs outside ``torch.compile``'s graphs: a compiled graph that both reads the buffer and
+        decays it in place may keep the buffer itself (not the copy) for its backward, which the
+        decay then invalidates (an autograd version error).
+        """
+        temperature = self.temperature.clone()
+        if decay:
+            self.step_temperature()
+        return temperature
+
     def route(self, features: torch.Tensor, temperature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """features: [B, P, Hm] (channels last) -> (indices [B, k] long, weights [B, k])."""
         scores = self.gating(features.mean(dim=1)[:, :, None, None])  # [B, E]
@@ -234,7 +247,8 @@ class MoELayer(nn.Module):
         b, d, nx, ny = h.shape
         tokens = h.permute(0, 2, 3, 1).reshape(b, nx * ny, d)
         features = self.feature_extractor(tokens)  # [B, P, Hm]
-        temperature = self.temperature.clone()
+        learning_router = self.training and not self.finetune
+        temperature = self._take_temperature(decay=learning_router and self.temperature_decay == "forward")
         indices, weights = self.route(features, temperature)
         self.last_topk_indices = indices.detach()
         self.last_topk_weights = weights.detach()
@@ -246,11 +260,8 @@ class MoELayer(nn.Module):
             out = self._sparse(features, indices, weights, out)
         out = out.reshape(b, nx, ny, -1).permute(0, 3, 1, 2)  # [B, D, X', Y'], channels-last memory
 
-        learning_router = self.training and not self.finetune
         if learning_router:
             aux = balance_loss(indices, weights, self.num_experts)
-            if self.temperature_decay == "forward":
-                self.step_temperature()
         else:
             aux = h.new_zeros(())
         return out, aux
