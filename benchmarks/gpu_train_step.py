@@ -17,7 +17,10 @@ so its MFU is computed with the same useful FLOPs. The peak is measured on the c
 (8192^3 bf16 matmul on random data, median of 10).
 
 Needs only torch (no pydantic/h5py): run from the repository root with ``PYTHONPATH=src``.
-A budget guard skips the remaining variants once ``--budget-seconds`` have passed.
+A budget guard skips the remaining variants once ``--budget-seconds`` have passed; a variant
+that fails (a compiler error, out of memory) is reported as a failed row and the others still
+run; with ``--out`` the results are rewritten after every variant, so a run cut short by the
+device's time limit keeps what it measured.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -102,6 +106,31 @@ def count_step_flops(preset: str, x: torch.Tensor, y: torch.Tensor, res: int) ->
     return counter.get_total_flops()
 
 
+def measure_pair(preset: str, compiled: bool, x: torch.Tensor, y: torch.Tensor, res: int, device: str,
+                 peak: float, rounds: int, steps_per_round: int) -> list[dict]:
+    """Sparse and dense variants of ``preset`` timed alternately; one result row each."""
+    flops = count_step_flops(preset, x, y, res)
+    with torch.device("meta"):
+        params = count_parameters(build_model(preset, img_size=res))
+    pair = [Variant(preset, d, compiled, res, device) for d in ("sparse", "dense")]
+    for v in pair:  # warm-up (compilation happens here)
+        for _ in range(3):
+            v.step(x, y)
+    for _ in range(rounds):  # alternate the two sides so drift hits both
+        for v in pair:
+            v.timed_steps(x, y, steps_per_round)
+    medians = {v.dispatch: statistics.median(v.times) for v in pair}
+    batch = x.shape[0]
+    return [{
+        "model": preset, "dispatch": v.dispatch, "mode": "compile" if compiled else "eager",
+        "step_ms": round(medians[v.dispatch] * 1e3, 2), "samples_per_s": round(batch / medians[v.dispatch], 1),
+        "model_tflop_per_step": round(flops / 1e12, 3),
+        "mfu_percent": round(100 * flops / medians[v.dispatch] / (peak * 1e12), 1),
+        "sparse_over_dense": round(medians["sparse"] / medians["dense"], 3),
+        "total_params": params["total_params"], "activated_params": params["activated_params"],
+    } for v in pair]  # fmt: skip
+
+
 def run(
     budget_seconds: float = 240.0,
     *,
@@ -113,7 +142,10 @@ def run(
     rounds: int = 3,
     steps_per_round: int = 4,
     peak_n: int = 8192,
+    on_row: Callable[[dict], None] | None = None,
 ) -> dict:
+    """Time every (mode, preset) pair within ``budget_seconds``; ``on_row(results)`` after each
+    (to save partial results: a run cut short by the device's time limit keeps what it measured)."""
     started = time.perf_counter()
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -129,28 +161,13 @@ def run(
             if time.perf_counter() - started > budget_seconds:
                 results.setdefault("skipped", []).append(f"{preset} {'compile' if compiled else 'eager'}")
                 continue
-            flops = count_step_flops(preset, x, y, res)
-            with torch.device("meta"):
-                params = count_parameters(build_model(preset, img_size=res))
-            pair = [Variant(preset, d, compiled, res, device) for d in ("sparse", "dense")]
-            for v in pair:  # warm-up (compilation happens here)
-                for _ in range(3):
-                    v.step(x, y)
-            for _ in range(rounds):  # alternate the two sides so drift hits both
-                for v in pair:
-                    v.timed_steps(x, y, steps_per_round)
-            medians = {v.dispatch: statistics.median(v.times) for v in pair}
-            for v in pair:
-                t = medians[v.dispatch]
-                results["rows"].append({
-                    "model": preset, "dispatch": v.dispatch, "mode": "compile" if compiled else "eager",
-                    "step_ms": round(t * 1e3, 2), "samples_per_s": round(batch / t, 1),
-                    "model_tflop_per_step": round(flops / 1e12, 3),
-                    "mfu_percent": round(100 * flops / t / (peak * 1e12), 1),
-                    "sparse_over_dense": round(medians["sparse"] / medians["dense"], 3),
-                    "total_params": params["total_params"], "activated_params": params["activated_params"],
-                })  # fmt: skip
-            del pair
+            try:
+                results["rows"] += measure_pair(preset, compiled, x, y, res, device, peak, rounds, steps_per_round)
+            except Exception as exc:  # a failure (compile, out of memory) costs this row, not the run
+                results.setdefault("failed", []).append(
+                    f"{preset} {'compile' if compiled else 'eager'}: {type(exc).__name__}: {exc}"[:300])
+            if on_row is not None:
+                on_row(results)
             if device == "cuda":
                 torch.cuda.empty_cache()
             print(f"[{time.perf_counter() - started:6.1f}s] {preset} {'compile' if compiled else 'eager'} done",
@@ -173,6 +190,8 @@ def markdown(results: dict) -> str:
                      f"{r['model_tflop_per_step']} | {r['mfu_percent']} | {r['sparse_over_dense']} |")  # fmt: skip
     if results.get("skipped"):
         lines.append(f"\nSkipped (time budget): {', '.join(results['skipped'])}")
+    for failure in results.get("failed", []):
+        lines.append(f"\nFailed: {failure}")
     return "\n".join(lines)
 
 
@@ -195,17 +214,21 @@ def main() -> None:
     parser.add_argument("--budget-seconds", type=float, default=240.0)
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run that checks the script itself")
     args = parser.parse_args()
+
+    def save(results: dict) -> None:
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "gpu_train_step.json").write_text(json.dumps(results, indent=2))
+            (args.out / "gpu_train_step.md").write_text(markdown(results) + "\n")
+
     if args.smoke:
         results = run(args.budget_seconds, device="cpu", res=32, batch=2, presets=("moepot-ti",),
-                      modes=(False,), rounds=1, steps_per_round=1, peak_n=256)  # fmt: skip
+                      modes=(False, True), rounds=1, steps_per_round=1, peak_n=256, on_row=save)  # fmt: skip
     else:
-        results = run(args.budget_seconds)
+        results = run(args.budget_seconds, on_row=save)
+    save(results)
     table = markdown(results)
     print(table)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "gpu_train_step.json").write_text(json.dumps(results, indent=2))
-        (args.out / "gpu_train_step.md").write_text(table + "\n")
     if args.update:
         update_benchmarks_md(args.update, table)
 
