@@ -283,6 +283,7 @@ class MoELayer(nn.Module):
         outputs = F.gelu(F.linear(features, weight, bias))  # [B, P, n D]
         return outputs.unflatten(-1, (n, -1)).mean(dim=-2)
 
+    @torch.compiler.disable
     def _sparse(
         self, features: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, out: torch.Tensor | None
     ) -> torch.Tensor:
@@ -297,6 +298,9 @@ class MoELayer(nn.Module):
         and adds ``out``. (Weighting, then ``index_add``, does the same with two more passes
         over the [B*k, P, D] results; every sample's sum stays its own either way, so a
         non-finite sample cannot spill into the others.)
+
+        Runs eagerly under ``torch.compile``: the expert counts are data, and compiling for
+        each routing pattern would recompile at almost every step.
         """
         b, p, hidden = features.shape
         flat_experts = indices.flatten()  # [B k], slot j = sample j // k, choice j % k
