@@ -42,3 +42,25 @@ def test_compiled_training_steps_equal_eager_ones(name):
     assert got == pytest.approx(expected, rel=1e-4, abs=1e-6)
     for (key, a), b in zip(eager.state_dict().items(), compiled_model.state_dict().values()):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=key)  # MoE temperatures included
+
+
+def test_new_routing_patterns_do_not_recompile():
+    """The sparse dispatch's expert counts change from batch to batch; it runs eagerly inside the
+    compiled model, so steps routed differently reuse the graphs of the first steps."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    model = build_model("moepot", **{**TINY, "depth": 2}).train()
+    compiled = torch.compile(model, backend=BACKEND)
+    graphs, routes = [], set()
+    for step in range(8):
+        scale = torch.logspace(-2, 2, 6).reshape(6, 1, 1, 1, 1) * (step + 1)
+        out = compiled(torch.randn(6, 16, 16, 3, 2) * scale)
+        (out.pred.square().mean() + out.aux_loss).backward()
+        routes.add(tuple(model.moe_layers()[0].last_topk_indices.flatten().tolist()))
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert len(routes) > 4  # the routing did change
+    assert graphs[-1] == graphs[1], graphs
