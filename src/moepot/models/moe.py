@@ -25,7 +25,8 @@ State-dict keys are the original's: ``feature_extractor.conv.0``, ``gating.gate.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,22 @@ from torch import nn
 TEMPERATURE_START = 2.0
 TEMPERATURE_DECAY = 0.99
 TEMPERATURE_FLOOR = 0.5  # also the inference / fine-tuning temperature
+
+
+def eager_under_compile(fn: Callable) -> Callable:
+    """``torch.compiler.disable(fn)`` (run ``fn`` eagerly inside compiled models), built on the
+    first call: ``torch.compiler.disable`` imports ``torch._dynamo``, ~1.4 s that ``import moepot``
+    and ``moepot info`` should not pay."""
+    disabled: Callable | None = None
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        nonlocal disabled
+        if disabled is None:
+            disabled = torch.compiler.disable(fn)
+        return disabled(*args, **kwargs)
+
+    return call
 
 
 class ConvExpert(nn.Module):
@@ -217,7 +234,7 @@ class MoELayer(nn.Module):
             self.temperature.mul_(TEMPERATURE_DECAY).clamp_(min=TEMPERATURE_FLOOR)
 
     # ------------------------------------------------------------------ forward
-    @torch.compiler.disable
+    @eager_under_compile
     def _take_temperature(self, decay: bool) -> torch.Tensor:
         """A copy of the temperature this forward routes with; then, if ``decay``, the per-forward decay.
 
@@ -283,7 +300,7 @@ class MoELayer(nn.Module):
         outputs = F.gelu(F.linear(features, weight, bias))  # [B, P, n D]
         return outputs.unflatten(-1, (n, -1)).mean(dim=-2)
 
-    @torch.compiler.disable
+    @eager_under_compile
     def _sparse(
         self, features: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, out: torch.Tensor | None
     ) -> torch.Tensor:
