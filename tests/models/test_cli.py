@@ -52,3 +52,16 @@ def test_info_on_our_safetensors_checkpoint(capsys, tmp_path):
     info = json.loads(capsys.readouterr().out)
     assert info["total_params"] == sum(p.numel() for p in model.parameters())
     assert info["config"] == model.config.to_dict()
+
+
+def test_info_on_the_largest_preset_stays_light():
+    """``moepot info moepot-m`` counts on the meta device and never imports torch._dynamo (whose
+    import alone takes seconds): checked in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from moepot.cli import main; main(['info', 'moepot-m', '--json']); "
+            "print('torch._dynamo' in sys.modules, file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert '"total_params": 489635501' in out.stdout
+    assert out.stderr.strip().splitlines()[-1] == "False"
