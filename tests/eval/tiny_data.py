@@ -68,3 +68,10 @@ def write_decay_dataset(
     if pred_channels is not None:
         entry["pred_channels"] = pred_channels
     record_entries(data_root, {name: entry})
+
+
+def write_decay_mixture(data_root: Path, n_train: int = 12) -> None:
+    """The two-dataset training mixture of the training tests: ``decay_a`` (1 channel, rate 0.8)
+    and ``decay_b`` (2 channels, rate 0.95), ``n_train`` trajectories each."""
+    write_decay_dataset(data_root, "decay_a", n_train=n_train, rate=0.8, seed=1)
+    write_decay_dataset(data_root, "decay_b", n_train=n_train, rate=0.95, channels=2, seed=2)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_data import write_decay_dataset
+from tiny_data import write_decay_mixture
 
 from moepot.train.checkpoint import PAUSE_ENV, load_checkpoint
 from moepot.train.config import load_config
@@ -65,8 +65,7 @@ PAUSE_S = "0.5"
 @pytest.fixture()
 def setup(tmp_path):
     data_root = tmp_path / "data"
-    write_decay_dataset(data_root, "decay_a", n_train=12, rate=0.8, seed=1)
-    write_decay_dataset(data_root, "decay_b", n_train=12, rate=0.95, channels=2, seed=2)
+    write_decay_mixture(data_root)
     config_path = tmp_path / "crash.yaml"
     config_path.write_text(CONFIG)
     return data_root, config_path

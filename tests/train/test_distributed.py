@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from ddp_worker import worker
-from tiny_data import write_decay_dataset
+from tiny_data import write_decay_mixture
 
 from moepot.train.checkpoint import load_checkpoint
 from moepot.train.config import TrainConfig
@@ -40,8 +40,7 @@ def runs(tmp_path_factory):
     from moepot.models.registry import save_pretrained
 
     root = tmp_path_factory.mktemp("ddp")
-    write_decay_dataset(root, "decay_a", n_train=8, rate=0.8, seed=1)
-    write_decay_dataset(root, "decay_b", n_train=8, rate=0.95, channels=2, seed=2)
+    write_decay_mixture(root, n_train=8)
     torch.manual_seed(5)
     source = moepot.build_model("moepot-ti", img_size=16, patch_size=4, in_channels=2, out_channels=2,
                                 in_timesteps=4, embed_dim=16, depth=1, n_blocks=2, modes=3, out_layer_dim=8,

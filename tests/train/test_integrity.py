@@ -10,7 +10,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from tiny_data import write_decay_dataset
+from tiny_data import write_decay_dataset, write_decay_mixture
 
 import moepot
 from moepot.cli import main
@@ -162,8 +162,7 @@ def test_a_pickle_that_would_run_code_is_refused_by_every_reader(tmp_path, capsy
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    write_decay_dataset(root, "decay_a", n_train=12, rate=0.8, seed=1)
-    write_decay_dataset(root, "decay_b", n_train=12, rate=0.95, channels=2, seed=2)
+    write_decay_mixture(root)
     return root
 
 

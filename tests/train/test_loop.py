@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from tiny_data import write_decay_dataset
+from tiny_data import write_decay_mixture
 
 from moepot.errors import CheckpointError
 from moepot.train import checkpoint as ckpt
@@ -22,8 +22,7 @@ TINY = dict(width=16, n_layers=1, n_blocks=2, patch_size=4, res=16, modes=3, out
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    write_decay_dataset(root, "decay_a", n_train=12, rate=0.8, seed=1)
-    write_decay_dataset(root, "decay_b", n_train=12, rate=0.95, channels=2, seed=2)
+    write_decay_mixture(root)
     return root
 
 

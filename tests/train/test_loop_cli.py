@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from tiny_data import write_decay_dataset
+from tiny_data import write_decay_mixture
 
 from moepot.cli import main
 
@@ -52,8 +52,7 @@ tasks:
 
 @pytest.fixture()
 def data_root(tmp_path):
-    write_decay_dataset(tmp_path, "decay_a", n_train=8, rate=0.8, seed=1)
-    write_decay_dataset(tmp_path, "decay_b", n_train=8, rate=0.95, channels=2, seed=2)
+    write_decay_mixture(tmp_path, n_train=8)
     return tmp_path
 
 

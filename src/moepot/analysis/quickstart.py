@@ -37,14 +37,14 @@ import moepot
 from moepot.analysis import figures, sections
 from moepot.analysis.report import Report
 from moepot.analysis.routing import analyze_routing, collect_test_routing
-from moepot.data.catalog import load_catalog
+from moepot.data.catalog import PRETRAIN_DATASETS, load_catalog
 from moepot.data.generators import all_generators
 from moepot.data.generators.run import SUITES, generate
 from moepot.errors import ConfigError
 from moepot.eval.evaluate import evaluate_model
 from moepot.io import atomic_path
 from moepot.models.registry import describe, resolve_config
-from moepot.train.config import PRETRAIN_DATASETS, TrainConfig
+from moepot.train.config import TrainConfig
 from moepot.train.loop import load_model_for_eval, train
 
 if TYPE_CHECKING:

@@ -44,6 +44,17 @@ CATALOG_FILENAME = "catalog.yaml"  # the generators' layer, at the data root
 BUILTIN_ORIGIN = "built-in catalogue (moepot/data/catalog.yaml)"
 SPLITS = ("train", "test")
 
+#: The six pre-training datasets of the published MoE-POT runs (the training default, and the
+#: generators' quick suite).
+PRETRAIN_DATASETS: tuple[str, ...] = (
+    "ns2d_fno_1e-5",
+    "ns2d_fno_1e-3",
+    "ns2d_pdb_M1e-1_eta1e-2_zeta1e-2",
+    "swe_pdb",
+    "dr_pdb",
+    "cfdbench",
+)
+
 # A dataset id: used in file names and on the command line, so kept to a safe alphabet.
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 # The original's name for `scatter`, accepted so its DATASET_DICT converts to YAML unchanged.

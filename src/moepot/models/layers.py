@@ -225,10 +225,10 @@ class AFNO2D(nn.Module):
         h_last = h.permute(0, 2, 3, 1)  # [B, X, Y, D]
         field = h_last.float()
         mx, my = min(self.modes, nx), min(self.modes, ny // 2 + 1)
-        # the transforms in float32 even under autocast (as the original's FFTs); the block MLP
-        # follows autocast, as the original's einsums do
-        full_precision = torch.autocast(field.device.type, enabled=False)
         if nx * ny <= DFT_MAX_POINTS and not torch.compiler.is_compiling():
+            # the transforms in float32 even under autocast (as the original's FFTs); the block
+            # MLP follows autocast, as the original's einsums do
+            full_precision = torch.autocast(field.device.type, enabled=False)
             forward, inverse = corner_dft(nx, ny, mx, my, field.dtype, field.device)
             modes = mx * my
             with full_precision:

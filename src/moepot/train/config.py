@@ -43,21 +43,12 @@ from pydantic import (
     model_validator,
 )
 
+from moepot.data.catalog import PRETRAIN_DATASETS
 from moepot.errors import ConfigError
 from moepot.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
-#: The six pre-training datasets of the published MoE-POT runs, with their training sizes.
-PRETRAIN_DATASETS: tuple[str, ...] = (
-    "ns2d_fno_1e-5",
-    "ns2d_fno_1e-3",
-    "ns2d_pdb_M1e-1_eta1e-2_zeta1e-2",
-    "swe_pdb",
-    "dr_pdb",
-    "cfdbench",
-)
-PRETRAIN_NTRAIN: tuple[int, ...] = (1000, 1000, 9000, 900, 900, 9000)
 
 #: Keys of the original's YAML files and scripts that only steered its own infrastructure
 #: (process launching, GPU selection, unused model families). They are accepted and ignored,

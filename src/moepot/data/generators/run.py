@@ -33,7 +33,13 @@ from pathlib import Path
 import numpy as np
 
 import moepot
-from moepot.data.catalog import DatasetEntry, load_catalog, record_entries, resolve_data_root
+from moepot.data.catalog import (
+    PRETRAIN_DATASETS,
+    DatasetEntry,
+    load_catalog,
+    record_entries,
+    resolve_data_root,
+)
 from moepot.data.generators import GenerateRequest, GeneratorSpec, all_generators
 from moepot.errors import ConfigError, DataError
 from moepot.io import atomic_path
@@ -41,16 +47,7 @@ from moepot.io import atomic_path
 logger = logging.getLogger(__name__)
 
 # The paper's six pre-training sets, at a size that pre-trains a small model on 2 CPU cores.
-SUITES: dict[str, list[str]] = {
-    "quick": [
-        "ns2d_fno_1e-5",
-        "ns2d_fno_1e-3",
-        "ns2d_pdb_M1e-1_eta1e-2_zeta1e-2",
-        "swe_pdb",
-        "dr_pdb",
-        "cfdbench",
-    ]
-}
+SUITES: dict[str, list[str]] = {"quick": list(PRETRAIN_DATASETS)}
 RAW_DIR = "raw"
 STAMP_FILE = "generate.json"
 SPLIT_CODES = {"train": 0, "test": 1}
