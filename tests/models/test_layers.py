@@ -4,40 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from benchmarks.original_formulation import afno_original_way
 
 from moepot.models import layers
 from moepot.models.layers import AFNO2D, TimeAggregator, append_coordinates
 
 from .conftest import rel_err
-
-
-def afno_original_way(layer: AFNO2D, h: torch.Tensor) -> torch.Tensor:
-    """The original's AFNO: four zero tensors, eight real einsums on the kept corner."""
-    x = h.permute(0, 2, 3, 1)
-    b, nx, ny, c = x.shape
-    x_orig = x
-    x = torch.fft.rfft2(x, dim=(1, 2), norm="ortho").reshape(
-        b, nx, ny // 2 + 1, layer.n_blocks, layer.block_size
-    )
-    o1_real = torch.zeros(x.shape)
-    o1_imag = torch.zeros(x.shape)
-    o2_real = torch.zeros(x.shape)
-    o2_imag = torch.zeros(x.shape)
-    m = layer.modes
-    w1, b1, w2, b2 = layer.w1, layer.b1, layer.w2, layer.b2
-    mix = "...bi,bio->...bo"
-    xr, xi = x[:, :m, :m].real, x[:, :m, :m].imag
-    o1_real[:, :m, :m] = layer.act(torch.einsum(mix, xr, w1[0]) - torch.einsum(mix, xi, w1[1]) + b1[0])
-    o1_imag[:, :m, :m] = layer.act(torch.einsum(mix, xi, w1[0]) + torch.einsum(mix, xr, w1[1]) + b1[1])
-    o2_real[:, :m, :m] = (
-        torch.einsum(mix, o1_real[:, :m, :m], w2[0]) - torch.einsum(mix, o1_imag[:, :m, :m], w2[1]) + b2[0]
-    )
-    o2_imag[:, :m, :m] = (
-        torch.einsum(mix, o1_imag[:, :m, :m], w2[0]) + torch.einsum(mix, o1_real[:, :m, :m], w2[1]) + b2[1]
-    )
-    x = torch.view_as_complex(torch.stack([o2_real, o2_imag], dim=-1)).reshape(b, nx, ny // 2 + 1, c)
-    x = torch.fft.irfft2(x, s=(nx, ny), dim=(1, 2), norm="ortho")
-    return (x + x_orig).permute(0, 3, 1, 2)
 
 
 @pytest.mark.parametrize("transform", ["dft", "fft"])
