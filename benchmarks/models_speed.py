@@ -14,7 +14,8 @@ fast building block of ours. Against the code users come from, two more ratios (
 time our sparse model against the same weights run in the original's formulation
 (:mod:`benchmarks.original_formulation`: convolutions, the zero-filled AFNO, all 16 experts):
 
-- ``vs_original_train_step_ratio`` and ``vs_original_inference_ratio``.
+- ``vs_original_train_step_ratio`` and ``vs_original_inference_ratio`` (MoE-POT-Ti), and the
+  same for DPOT-Ti (``vs_original_dpot_...``), whose trunk is the same as MoE-POT's.
 
 Like the ``moepot`` command line, the run first applies :func:`moepot.malloc.tune_malloc`
 (freed tensor memory is reused instead of returned to the kernel). Both models hold the same weights and see the same inputs; sparse and dense runs alternate
@@ -137,15 +138,16 @@ def bench_inference(repeats: int) -> tuple[float, float]:
     return median_pair(inference(sparse_model, x), inference(dense_model, x), repeats)
 
 
-def bench_vs_original_train_step(repeats: int) -> tuple[float, float]:
-    ours, original = _models()
+def bench_vs_original(preset: str, kind: str, repeats: int) -> tuple[float, float]:
+    """Our ``preset`` (sparse dispatch) against the same weights run by :func:`original_forward`;
+    ``kind`` is ``train_step`` or ``inference``."""
+    torch.manual_seed(0)
+    ours = build_model(preset, **SHAPE)
+    original = build_model(preset, **SHAPE)
+    original.load_state_dict(ours.state_dict())
     x, y = _inputs(torch.Generator().manual_seed(2))
-    return median_pair(train_step(ours, x, y), train_step(original, x, y, original_forward), repeats)
-
-
-def bench_vs_original_inference(repeats: int) -> tuple[float, float]:
-    ours, original = _models()
-    x, _ = _inputs(torch.Generator().manual_seed(3))
+    if kind == "train_step":
+        return median_pair(train_step(ours, x, y), train_step(original, x, y, original_forward), repeats)
     return median_pair(inference(ours, x), inference(original, x, original_forward), repeats)
 
 
@@ -170,11 +172,8 @@ def run(quick: bool = False, threads: int = 2) -> dict:
             results[f"{key}_sparse_ms"] = round(1e3 * sparse_s, 2)
             results[f"{key}_dense_ms"] = round(1e3 * dense_s, 2)
             results[f"{key}_ratio"] = round(sparse_s / dense_s, 3)
-        for key, bench in (
-            ("vs_original_train_step", bench_vs_original_train_step),
-            ("vs_original_inference", bench_vs_original_inference),
-        ):
-            ours_s, original_s = bench(repeats)
+        for key, preset, kind in VS_ORIGINAL:
+            ours_s, original_s = bench_vs_original(preset, kind, repeats)
             results[f"{key}_ours_ms"] = round(1e3 * ours_s, 2)
             results[f"{key}_original_ms"] = round(1e3 * original_s, 2)
             results[f"{key}_ratio"] = round(ours_s / original_s, 3)
@@ -183,6 +182,12 @@ def run(quick: bool = False, threads: int = 2) -> dict:
     return results
 
 
+VS_ORIGINAL = (  # result key, preset, measurement
+    ("vs_original_train_step", "moepot-ti", "train_step"),
+    ("vs_original_inference", "moepot-ti", "inference"),
+    ("vs_original_dpot_train_step", "dpot-ti", "train_step"),
+    ("vs_original_dpot_inference", "dpot-ti", "inference"),
+)
 TARGETS = {"moe_layer": 0.40, "train_step": 0.50, "inference": 0.45}
 
 
@@ -196,14 +201,13 @@ def markdown(results: dict) -> str:
         )
     rows += [
         "",
-        "| against the original's formulation | ours, sparse (ms) | original (ms) | ours / original |",
+        "| against the original's formulation, same weights | ours (ms) | original (ms) | ours / original |",
         "|---|---|---|---|",
     ]
-    for key in ("train_step", "inference"):
-        k = f"vs_original_{key}"
+    for k, preset, kind in VS_ORIGINAL:
         if f"{k}_ratio" in results:
             rows.append(
-                f"| {key.replace('_', ' ')} | {results[f'{k}_ours_ms']} | {results[f'{k}_original_ms']} "
+                f"| {preset} {kind.replace('_', ' ')} | {results[f'{k}_ours_ms']} | {results[f'{k}_original_ms']} "
                 f"| {results[f'{k}_ratio']} |"
             )
     rows.append(
