@@ -113,28 +113,18 @@ def test_training_checkpoint_layout_loads(tmp_path):
     assert load_pretrained(tmp_path / "train.pt").config == model.config
 
 
-class _Payload:
-    """Unpickling this would create a file: the kind of code a checkpoint must never run."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-
-    def __reduce__(self):
-        return (open, (self.target, "w"))
-
-
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
-def test_pickle_that_would_run_code_is_refused(tmp_path):
+def test_pickle_that_would_run_code_is_refused(tmp_path, code_running_payload):
     target = tmp_path / "pwned.txt"
     path = tmp_path / "evil.pth"
-    torch.save({"args": argparse.Namespace(modes=4), "model": {}, "x": _Payload(str(target))}, path)
+    torch.save({"args": argparse.Namespace(modes=4), "model": {}, "x": code_running_payload(target)}, path)
     assert not target.exists()
     with pytest.raises(CheckpointError, match="weights_only"):
         load_pretrained(path)
     assert not target.exists()
     # the same payload with a plain pickle (legacy format) is refused too
     legacy = tmp_path / "evil_legacy.pth"
-    legacy.write_bytes(pickle.dumps({"model": _Payload(str(target))}))
+    legacy.write_bytes(pickle.dumps({"model": code_running_payload(target)}))
     with pytest.raises(CheckpointError):
         load_pretrained(legacy)
     assert not target.exists()

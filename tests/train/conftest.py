@@ -11,6 +11,17 @@ import moepot
 sys.path.insert(0, str(Path(__file__).parents[1] / "eval"))  # tiny_data helpers, shared with tests/eval
 sys.path.insert(0, str(Path(__file__).parent))  # ddp_worker, imported by spawned processes
 
+from tiny_data import write_decay_mixture  # noqa: E402  (found through the path above)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """A data root holding the two-set decay mixture of ``tiny_data.write_decay_mixture``
+    (one per test module; a module that needs other data defines its own ``data_root``)."""
+    root = tmp_path_factory.mktemp("data")
+    write_decay_mixture(root)
+    return root
+
 
 
 @pytest.fixture

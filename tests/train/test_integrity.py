@@ -10,7 +10,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from tiny_data import write_decay_dataset, write_decay_mixture
+from tiny_data import write_decay_dataset
+from tiny_run import tiny_config
 
 import moepot
 from moepot.cli import main
@@ -18,13 +19,11 @@ from moepot.errors import CheckpointError
 from moepot.models.moe import TEMPERATURE_DECAY, TEMPERATURE_START
 from moepot.models.registry import save_pretrained
 from moepot.train.checkpoint import load_checkpoint, save_checkpoint
-from moepot.train.config import TrainConfig
 from moepot.train.loop import load_model_for_eval, train
 
 MODEL = dict(img_size=16, patch_size=4, in_channels=2, out_channels=2, in_timesteps=4, embed_dim=16, depth=1,
              n_blocks=2, modes=3, out_layer_dim=8, n_cls=2)
-TRAIN = dict(width=16, n_layers=1, n_blocks=2, patch_size=4, res=16, modes=3, out_layer_dim=8, T_in=4, batch_size=4,
-             n_test=2, use_writer=False, epochs=2, warmup_epochs=1, eval_every_epochs=5, lr_method="cycle")
+RUN = dict(epochs=2, warmup_epochs=1, eval_every_epochs=5)  # on top of tiny_run.TINY_RUN
 
 
 def flip_a_byte_inside(path, tensor: torch.Tensor) -> None:
@@ -130,23 +129,13 @@ def test_intact_files_still_load_bit_for_bit(tmp_path):
 
 
 # --------------------------------------------------------------------------- code in a pickle
-class _Payload:
-    """Unpickling this creates a file: the kind of code a checkpoint must never run."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-
-    def __reduce__(self):
-        return (open, (self.target, "w"))
-
-
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
-def test_a_pickle_that_would_run_code_is_refused_by_every_reader(tmp_path, capsys):
+def test_a_pickle_that_would_run_code_is_refused_by_every_reader(tmp_path, capsys, code_running_payload):
     target = tmp_path / "pwned.txt"
     evil = tmp_path / "evil.pt"
-    torch.save({"format": "moepot-train-checkpoint", "model": {}, "x": _Payload(str(target))}, evil)
+    torch.save({"format": "moepot-train-checkpoint", "model": {}, "x": code_running_payload(target)}, evil)
     legacy = tmp_path / "legacy.pt"
-    legacy.write_bytes(pickle.dumps({"model": _Payload(str(target))}))
+    legacy.write_bytes(pickle.dumps({"model": code_running_payload(target)}))
     assert not target.exists()
     for path in (evil, legacy):
         with pytest.raises(CheckpointError, match=path.name):
@@ -159,21 +148,9 @@ def test_a_pickle_that_would_run_code_is_refused_by_every_reader(tmp_path, capsy
 
 
 # --------------------------------------------------------------------------- non-finite steps
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_decay_mixture(root)
-    return root
-
-
-def config(data_root, **kwargs) -> TrainConfig:
-    return TrainConfig.from_dict({**TRAIN, "train_paths": ["decay_a", "decay_b"], "data_root": str(data_root),
-                                  **kwargs})
-
-
 def test_a_nan_gradient_with_a_finite_loss_is_skipped_then_restored(data_root, tmp_path, poison_forwards, caplog):
     poison_forwards({4, 5}, how="gradient")
-    cfg = config(data_root, model="dpot", max_steps=6, nan_tolerance=2, nan_lr_factor=0.5, checkpoint_every_steps=2)
+    cfg = tiny_config(data_root, **RUN, model="dpot", max_steps=6, nan_tolerance=2, nan_lr_factor=0.5, checkpoint_every_steps=2)
     with caplog.at_level(logging.WARNING, logger="moepot.train"):
         result = train(cfg, run_dir=tmp_path / "run", progress=False)
     assert result.skipped_steps == 2 and result.step == 6
@@ -194,7 +171,7 @@ def test_a_skipped_step_leaves_batchnorm_statistics_and_temperatures_untouched(d
     """A NaN forward updates the router's BatchNorm running statistics (and the MoE temperature)
     before the loss is seen; the skip must undo that, or the model stays NaN in evaluation."""
     poison_forwards({3}, how="input")
-    cfg = config(data_root, model="moepot", max_steps=4, nan_tolerance=100, checkpoint_every_steps=2)
+    cfg = tiny_config(data_root, **RUN, model="moepot", max_steps=4, nan_tolerance=100, checkpoint_every_steps=2)
     result = train(cfg, run_dir=tmp_path / "run", progress=False)
     assert result.skipped_steps == 1 and result.step == 4
     state = load_checkpoint(result.checkpoint)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from tiny_data import write_decay_mixture
+from tiny_run import tiny_config
 
 from moepot.errors import CheckpointError
 from moepot.train import checkpoint as ckpt
@@ -15,24 +15,9 @@ from moepot.train.checkpoint import RunLock, load_checkpoint
 from moepot.train.config import TrainConfig
 from moepot.train.loop import train
 
-TINY = dict(width=16, n_layers=1, n_blocks=2, patch_size=4, res=16, modes=3, out_layer_dim=8, T_in=4,
-            batch_size=4, n_test=2, lr_method="cycle", use_writer=False)
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_decay_mixture(root)
-    return root
-
-
-def config(data_root, **kwargs) -> TrainConfig:
-    values = {**TINY, "train_paths": ["decay_a", "decay_b"], "data_root": str(data_root), **kwargs}
-    return TrainConfig.from_dict(values)
-
 
 def test_loss_falls_and_run_directory_is_complete(data_root, tmp_path):
-    cfg = config(data_root, model="dpot", epochs=6, warmup_epochs=1, lr=0.01, noise_scale=0.0)
+    cfg = tiny_config(data_root, model="dpot", epochs=6, warmup_epochs=1, lr=0.01, noise_scale=0.0)
     result = train(cfg, run_dir=tmp_path / "run", progress=False)
     assert result.step == 36  # 24 samples / batch 4 x 6 epochs
     first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
@@ -48,7 +33,7 @@ def test_loss_falls_and_run_directory_is_complete(data_root, tmp_path):
 
 
 def test_resume_after_interruption_reproduces_the_uninterrupted_losses(data_root, tmp_path):
-    cfg = config(data_root, model="moepot", epochs=2, warmup_epochs=1, max_steps=9, noise_scale=0.01,
+    cfg = tiny_config(data_root, model="moepot", epochs=2, warmup_epochs=1, max_steps=9, noise_scale=0.01,
                  checkpoint_every_steps=3, eval_every_epochs=5)
     whole = train(cfg, run_dir=tmp_path / "whole", progress=False)
     cut = train(cfg, run_dir=tmp_path / "cut", stop_after_steps=5, progress=False)  # "killed" after step 5
@@ -64,7 +49,7 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_losses(data_root
 def test_resume_from_the_last_steps_checkpoint_ends_like_the_uninterrupted_run(data_root, tmp_path):
     """Killed right after the checkpoint of the very last step (before the epoch's end and the
     final evaluation): the resumed run closes the epoch and evaluates as the whole run did."""
-    cfg = config(data_root, model="dpot", epochs=2, warmup_epochs=1, checkpoint_every_steps=1, eval_every_epochs=1)
+    cfg = tiny_config(data_root, model="dpot", epochs=2, warmup_epochs=1, checkpoint_every_steps=1, eval_every_epochs=1)
     whole = train(cfg, run_dir=tmp_path / "whole", progress=False)
     train(cfg, run_dir=tmp_path / "cut", stop_after_steps=12, progress=False)  # 2 epochs of 6 steps
     resumed = train(cfg, run_dir=tmp_path / "cut", resume="auto", progress=False)
@@ -77,7 +62,7 @@ def test_resume_from_the_last_steps_checkpoint_ends_like_the_uninterrupted_run(d
 def test_persistent_workers_and_a_mid_epoch_resume_give_the_in_process_losses(data_root, tmp_path):
     """Two DataLoader workers, kept across epochs (they must see every epoch's windows), and a
     resume in the middle of an epoch: the losses equal those of loading in the main process."""
-    cfg = config(data_root, model="dpot", epochs=3, warmup_epochs=1, noise_scale=0.0, checkpoint_every_steps=4,
+    cfg = tiny_config(data_root, model="dpot", epochs=3, warmup_epochs=1, noise_scale=0.0, checkpoint_every_steps=4,
                  eval_every_epochs=5)
     in_process = train(cfg, run_dir=tmp_path / "main", progress=False).losses
     with_workers = cfg.model_copy(update={"num_workers": 2})
@@ -90,7 +75,7 @@ def test_persistent_workers_and_a_mid_epoch_resume_give_the_in_process_losses(da
 def test_non_finite_steps_are_skipped_then_the_last_checkpoint_is_restored(data_root, tmp_path, poison_forwards,
                                                                           caplog):
     poison_forwards({4, 5, 6}, how="prediction")
-    cfg = config(data_root, model="dpot", epochs=2, warmup_epochs=1, max_steps=8, nan_tolerance=2,
+    cfg = tiny_config(data_root, model="dpot", epochs=2, warmup_epochs=1, max_steps=8, nan_tolerance=2,
                  nan_lr_factor=0.5, checkpoint_every_steps=2, eval_every_epochs=5)
     with caplog.at_level("WARNING", logger="moepot.train"):
         result = train(cfg, run_dir=tmp_path / "run", progress=False)
@@ -103,13 +88,13 @@ def test_non_finite_steps_are_skipped_then_the_last_checkpoint_is_restored(data_
 
 
 def test_a_second_run_in_the_same_directory_is_refused(data_root, tmp_path):
-    cfg = config(data_root, model="dpot", epochs=1, warmup_epochs=0, lr_method="step", max_steps=1)
+    cfg = tiny_config(data_root, model="dpot", epochs=1, warmup_epochs=0, lr_method="step", max_steps=1)
     with RunLock(tmp_path / "run"), pytest.raises(CheckpointError, match="in use by another run"):
         train(cfg, run_dir=tmp_path / "run", progress=False)
 
 
 def test_full_disk_during_a_checkpoint_stops_with_a_clear_message(data_root, tmp_path, monkeypatch):
-    cfg = config(data_root, model="dpot", epochs=2, warmup_epochs=1, max_steps=6, checkpoint_every_steps=2,
+    cfg = tiny_config(data_root, model="dpot", epochs=2, warmup_epochs=1, max_steps=6, checkpoint_every_steps=2,
                  eval_every_epochs=5)
     real_save = torch.save
     saves = {"n": 0}
@@ -130,14 +115,14 @@ def test_full_disk_during_a_checkpoint_stops_with_a_clear_message(data_root, tmp
 
 def test_bf16_autocast_trains_close_to_float32(data_root, tmp_path):
     base = dict(model="moepot", epochs=1, warmup_epochs=0, lr_method="step", max_steps=2, eval_every_epochs=5)
-    fp32 = train(config(data_root, **base), run_dir=tmp_path / "fp32", progress=False)
-    bf16 = train(config(data_root, amp="bf16", **base), run_dir=tmp_path / "bf16", progress=False)
+    fp32 = train(tiny_config(data_root, **base), run_dir=tmp_path / "fp32", progress=False)
+    bf16 = train(tiny_config(data_root, amp="bf16", **base), run_dir=tmp_path / "bf16", progress=False)
     assert bf16.losses == pytest.approx(fp32.losses, rel=0.05)
     assert bf16.losses != fp32.losses  # autocast really changed the arithmetic
 
 
 def test_wall_clock_budget_stops_after_the_current_step_with_eval_and_checkpoint(data_root, tmp_path):
-    cfg = config(data_root, model="dpot", epochs=3, warmup_epochs=1, eval_every_epochs=5)
+    cfg = tiny_config(data_root, model="dpot", epochs=3, warmup_epochs=1, eval_every_epochs=5)
     result = train(cfg, run_dir=tmp_path / "run", max_minutes=0.0, progress=False)
     assert result.stopped_early and result.step == 1
     assert set(result.metrics) == {"decay_a", "decay_b"}
