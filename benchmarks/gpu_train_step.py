@@ -4,8 +4,9 @@
 
 For each model (Ti, S), expert dispatch (sparse: each expert runs on its own samples; dense: the
 original's every-expert-on-every-sample) and mode (eager, ``torch.compile``) it times full
-training steps (bf16 autocast forward, relative-L2 + 0.1 x balance loss, backward, fused AdamW)
-with CUDA events, alternating sparse and dense in rounds, and reports the median step time,
+training steps (in eager mode also the same model run in the original's formulation,
+:mod:`benchmarks.original_formulation`) (bf16 autocast forward, relative-L2 + 0.1 x balance loss, backward, fused AdamW)
+with CUDA events, alternating the variants in rounds, and reports the median step time,
 samples/s and the model FLOPs utilisation (MFU):
 
     MFU = model FLOPs per step / step time / measured bf16 matmul peak.
@@ -13,7 +14,7 @@ samples/s and the model FLOPs utilisation (MFU):
 Model FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one eager sparse step
 (matmuls and convolutions, forward + backward; the FFTs of the AFNO mixer are not counted, so
 the MFU is a lower bound). The dense path does 4x the routed-expert work for the same result,
-so its MFU is computed with the same useful FLOPs. The peak is measured on the card itself
+so its MFU (and the original formulation's) is computed with the same useful FLOPs. The peak is measured on the card itself
 (8192^3 bf16 matmul on random data, median of 10).
 
 Needs only torch (no pydantic/h5py): run from the repository root with ``PYTHONPATH=src``.
@@ -26,6 +27,7 @@ device's time limit keeps what it measured.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -35,6 +37,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.original_formulation import original_forward
 from moepot.models.registry import build_model, count_parameters
 
 T_IN, CHANNELS = 10, 4
@@ -72,13 +75,18 @@ def relative_l2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class Variant:
-    """One model + optimizer whose training step can be timed."""
+    """One model + optimizer whose training step can be timed; ``dispatch`` is ``sparse``,
+    ``dense`` or ``original`` (the original's formulation, eager only)."""
 
     def __init__(self, preset: str, dispatch: str, compiled: bool, res: int, device: str) -> None:
         self.preset, self.dispatch, self.compiled, self.device = preset, dispatch, compiled, device
-        model = build_model(preset, img_size=res, expert_dispatch=dispatch).to(device).train()
+        experts = "sparse" if dispatch == "original" else dispatch
+        model = build_model(preset, img_size=res, expert_dispatch=experts).to(device).train()
         self.model = model
-        self.forward = torch.compile(model) if compiled else model
+        if dispatch == "original":
+            self.forward = functools.partial(original_forward, model)
+        else:
+            self.forward = torch.compile(model) if compiled else model
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
         self.times: list[float] = []
 
@@ -106,29 +114,31 @@ def count_step_flops(preset: str, x: torch.Tensor, y: torch.Tensor, res: int) ->
     return counter.get_total_flops()
 
 
-def measure_pair(preset: str, compiled: bool, x: torch.Tensor, y: torch.Tensor, res: int, device: str,
+def measure_preset(preset: str, compiled: bool, x: torch.Tensor, y: torch.Tensor, res: int, device: str,
                  peak: float, rounds: int, steps_per_round: int) -> list[dict]:
-    """Sparse and dense variants of ``preset`` timed alternately; one result row each."""
+    """Sparse and dense variants of ``preset`` (and in eager mode the original formulation) timed
+    alternately; one result row each."""
     flops = count_step_flops(preset, x, y, res)
     with torch.device("meta"):
         params = count_parameters(build_model(preset, img_size=res))
-    pair = [Variant(preset, d, compiled, res, device) for d in ("sparse", "dense")]
-    for v in pair:  # warm-up (compilation happens here)
+    dispatches = ("sparse", "dense") if compiled else ("sparse", "dense", "original")
+    variants = [Variant(preset, d, compiled, res, device) for d in dispatches]
+    for v in variants:  # warm-up (compilation happens here)
         for _ in range(3):
             v.step(x, y)
     for _ in range(rounds):  # alternate the two sides so drift hits both
-        for v in pair:
+        for v in variants:
             v.timed_steps(x, y, steps_per_round)
-    medians = {v.dispatch: statistics.median(v.times) for v in pair}
+    medians = {v.dispatch: statistics.median(v.times) for v in variants}
     batch = x.shape[0]
     return [{
         "model": preset, "dispatch": v.dispatch, "mode": "compile" if compiled else "eager",
         "step_ms": round(medians[v.dispatch] * 1e3, 2), "samples_per_s": round(batch / medians[v.dispatch], 1),
         "model_tflop_per_step": round(flops / 1e12, 3),
         "mfu_percent": round(100 * flops / medians[v.dispatch] / (peak * 1e12), 1),
-        "sparse_over_dense": round(medians["sparse"] / medians["dense"], 3),
+        "sparse_over_this": round(medians["sparse"] / medians[v.dispatch], 3),
         "total_params": params["total_params"], "activated_params": params["activated_params"],
-    } for v in pair]  # fmt: skip
+    } for v in variants]  # fmt: skip
 
 
 def run(
@@ -144,7 +154,7 @@ def run(
     peak_n: int = 8192,
     on_row: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Time every (mode, preset) pair within ``budget_seconds``; ``on_row(results)`` after each
+    """Time every (mode, preset) within ``budget_seconds``; ``on_row(results)`` after each
     (to save partial results: a run cut short by the device's time limit keeps what it measured)."""
     started = time.perf_counter()
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -162,7 +172,7 @@ def run(
                 results.setdefault("skipped", []).append(f"{preset} {'compile' if compiled else 'eager'}")
                 continue
             try:
-                results["rows"] += measure_pair(preset, compiled, x, y, res, device, peak, rounds, steps_per_round)
+                results["rows"] += measure_preset(preset, compiled, x, y, res, device, peak, rounds, steps_per_round)
             except Exception as exc:  # a failure (compile, out of memory) costs this row, not the run
                 results.setdefault("failed", []).append(
                     f"{preset} {'compile' if compiled else 'eager'}: {type(exc).__name__}: {exc}"[:300])
@@ -182,12 +192,12 @@ def markdown(results: dict) -> str:
         f"{results['peak_bf16_tflops']} TFLOP/s; res {results['res']}, batch {results['batch']}, bf16 autocast, "
         "fused AdamW; median of alternating rounds.",
         "",
-        "| model | experts | mode | step (ms) | samples/s | model TFLOP/step | MFU % | sparse/dense time |",
+        "| model | experts | mode | step (ms) | samples/s | model TFLOP/step | MFU % | sparse time / this |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:
         lines.append(f"| {r['model']} | {r['dispatch']} | {r['mode']} | {r['step_ms']} | {r['samples_per_s']} | "
-                     f"{r['model_tflop_per_step']} | {r['mfu_percent']} | {r['sparse_over_dense']} |")  # fmt: skip
+                     f"{r['model_tflop_per_step']} | {r['mfu_percent']} | {r['sparse_over_this']} |")  # fmt: skip
     if results.get("skipped"):
         lines.append(f"\nSkipped (time budget): {', '.join(results['skipped'])}")
     for failure in results.get("failed", []):
