@@ -28,10 +28,10 @@ def _train(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tenso
     return losses
 
 
-@pytest.mark.parametrize("name", ["dpot", "moepot"])
-def test_compiled_training_steps_equal_eager_ones(name):
+@pytest.mark.parametrize("name,dispatch", [("dpot", "sparse"), ("moepot", "sparse"), ("moepot", "grouped")])
+def test_compiled_training_steps_equal_eager_ones(name, dispatch):
     torch.manual_seed(0)
-    eager = build_model(name, **TINY).train()
+    eager = build_model(name, **TINY, expert_dispatch=dispatch).train()
     compiled_model = copy.deepcopy(eager)
     generator = torch.Generator().manual_seed(1)
     scale = torch.tensor([0.1, 1.0, 10.0, 3.0]).reshape(4, 1, 1, 1, 1)  # samples route differently
@@ -64,3 +64,29 @@ def test_new_routing_patterns_do_not_recompile():
         graphs.append(counters["stats"]["unique_graphs"])
     assert len(routes) > 4  # the routing did change
     assert graphs[-1] == graphs[1], graphs
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_grouped_dispatch_compiles_into_one_graph_under_bf16(training):
+    """With ``expert_dispatch="grouped"`` every shape is static: under bfloat16 autocast (what
+    grouped_mm's compile-time shape function accepts) the whole model is one graph, with no
+    graph break and no host synchronisation, in eval and in training with the per-step
+    temperature decay; and it computes what the eager model computes."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    model = build_model("moepot", **{**TINY, "depth": 2}, expert_dispatch="grouped", temperature_decay="step")
+    model.train(training)
+    compiled = torch.compile(model, backend=BACKEND)
+    x = torch.randn(6, 16, 16, 3, 2) * torch.logspace(-2, 2, 6).reshape(6, 1, 1, 1, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.set_grad_enabled(training):
+        expected = model(x).pred
+        got = compiled(x).pred
+        if training:
+            got.float().square().mean().backward()
+    assert dict(counters["graph_break"]) == {}
+    assert counters["stats"]["unique_graphs"] == 1
+    torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2)

@@ -1,4 +1,5 @@
-"""The MoE layer: sparse dispatch against the dense reference, routing controls, balance loss."""
+"""The MoE layer: sparse and grouped dispatch against the dense reference, routing controls,
+balance loss."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from .conftest import rel_err
 D, HM = 32, 32
 
 
-def make_pair(seed: int = 0, **kwargs) -> tuple[MoELayer, MoELayer]:
+def make_pair(seed: int = 0, dispatch: str = "sparse", **kwargs) -> tuple[MoELayer, MoELayer]:
+    """A layer with ``dispatch`` and a dense one with the same weights."""
     torch.manual_seed(seed)
-    sparse = MoELayer(D, HM, dispatch="sparse", **kwargs)
+    sparse = MoELayer(D, HM, dispatch=dispatch, **kwargs)
     dense = MoELayer(D, HM, dispatch="dense", **kwargs)
     dense.load_state_dict(sparse.state_dict())
     return sparse, dense
@@ -32,10 +34,11 @@ def grads(layer: MoELayer) -> dict[str, torch.Tensor]:
     return {n: p.grad for n, p in layer.named_parameters()}
 
 
+@pytest.mark.parametrize("dispatch", ["sparse", "grouped"])
 @pytest.mark.parametrize("b", [1, 2, 3, 8, 13])
 @pytest.mark.parametrize("training", [True, False])
-def test_sparse_equals_dense_outputs_and_gradients(b, training):
-    sparse, dense = make_pair(seed=b)
+def test_sparse_equals_dense_outputs_and_gradients(b, training, dispatch):
+    sparse, dense = make_pair(seed=b, dispatch=dispatch)
     x = varied_batch(b, seed=b)
     results = []
     for layer in (sparse, dense):
@@ -59,9 +62,10 @@ def test_sparse_equals_dense_outputs_and_gradients(b, training):
             assert torch.allclose(g_s[name], g_d[name], rtol=1e-4, atol=1e-6 * scale), name
 
 
-def test_unchosen_experts_get_zero_gradient_and_stay_in_graph():
+@pytest.mark.parametrize("dispatch", ["sparse", "grouped"])
+def test_unchosen_experts_get_zero_gradient_and_stay_in_graph(dispatch):
     """With 2 samples x 4 slots at most 8 of 16 experts run; the rest get exact zeros (for DDP)."""
-    sparse, _ = make_pair()
+    sparse, _ = make_pair(dispatch=dispatch)
     sparse.train()
     out, aux = sparse(varied_batch(2))
     (out.square().sum() + aux).backward()
@@ -73,8 +77,9 @@ def test_unchosen_experts_get_zero_gradient_and_stay_in_graph():
             assert (p.grad.abs().sum() > 0) == (e in chosen), e
 
 
-def test_forward_with_no_grad_skips_unused_experts_term():
-    sparse, dense = make_pair()
+@pytest.mark.parametrize("dispatch", ["sparse", "grouped"])
+def test_forward_with_no_grad_skips_unused_experts_term(dispatch):
+    sparse, dense = make_pair(dispatch=dispatch)
     sparse.eval()
     dense.eval()
     x = varied_batch(3)
@@ -208,3 +213,15 @@ def test_channel_attention_on_a_one_by_one_map_equals_both_pools():
         attention.fc(z.mean(dim=(2, 3), keepdim=True)) + attention.fc(z.amax(dim=(2, 3), keepdim=True))
     )
     assert torch.allclose(attention(z), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_grouped_dispatch_is_refused_clearly_where_it_cannot_run(monkeypatch):
+    from moepot import build_model
+    from moepot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="multiples of 8"):
+        MoELayer(32, 12, dispatch="grouped")
+    monkeypatch.delattr(torch.nn.functional, "grouped_mm")
+    with pytest.raises(ConfigError, match="grouped_mm.*use expert_dispatch='sparse'"):
+        build_model("moepot", img_size=16, patch_size=4, embed_dim=32, depth=1, n_blocks=2, modes=3,
+                    expert_dispatch="grouped")  # fmt: skip

@@ -1,7 +1,8 @@
-"""The MoE-POT network: sparse == dense end to end, model-level MoE controls, grids."""
+"""The MoE-POT network: sparse == grouped == dense end to end, model-level MoE controls, grids."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from moepot import build_model
@@ -18,9 +19,10 @@ def varied_inputs(b: int, grid=(16, 16)) -> torch.Tensor:
     return torch.randn(b, *grid, 3, 2, generator=g) * scale + torch.linspace(-2, 2, b).reshape(b, 1, 1, 1, 1)
 
 
-def test_sparse_and_dense_models_agree_in_outputs_and_gradients():
+@pytest.mark.parametrize("dispatch", ["sparse", "grouped"])
+def test_sparse_and_dense_models_agree_in_outputs_and_gradients(dispatch):
     torch.manual_seed(0)
-    sparse = build_model("moepot", **TINY)
+    sparse = build_model("moepot", **TINY, expert_dispatch=dispatch)
     dense = build_model("moepot", **TINY, expert_dispatch="dense")
     dense.load_state_dict(sparse.state_dict())
     x = varied_inputs(6)

@@ -22,7 +22,7 @@ from moepot.errors import ConfigError
 FAMILIES = ("moepot", "dpot", "fno")
 ACTIVATIONS = ("gelu", "tanh", "sigmoid", "relu", "leaky_relu", "softplus", "elu", "silu")
 TIME_AGGREGATIONS = ("exp_mlp", "mlp")
-EXPERT_DISPATCHES = ("sparse", "dense")
+EXPERT_DISPATCHES = ("sparse", "grouped", "dense")
 TEMPERATURE_DECAYS = ("forward", "step")
 
 
@@ -48,8 +48,11 @@ class ModelConfig:
         act: activation of the embedding, heads and AFNO (the MoE always uses GELU).
         time_agg: ``exp_mlp`` (the published models) or ``mlp``.
         num_experts, num_shared_experts, top_k: the MoE layer (16, 2 and 4 in the paper).
-        expert_dispatch: ``sparse`` (group the samples by expert) or ``dense`` (the original:
-            every expert on every sample; kept as a reference for tests and benchmarks).
+        expert_dispatch: ``sparse`` (group the samples by expert, one matmul per chosen expert),
+            ``grouped`` (the same grouping, all chosen experts in one grouped matmul with static
+            shapes: no host synchronisation, one graph under ``torch.compile``; needs torch's
+            ``grouped_mm``) or ``dense`` (the original: every expert on every sample; kept as a
+            reference for tests and benchmarks). See :mod:`moepot.models.moe`.
         temperature_decay: ``forward`` (x0.99 after every training forward, the original) or
             ``step`` (x0.99 per ``model.step_temperature()`` call, once per optimizer step).
     """

@@ -10,13 +10,20 @@ Dispatch (``expert_dispatch``):
 - ``sparse`` (default): the B*k (sample, expert) assignments are sorted by expert; each chosen
   expert runs once, on exactly its gathered samples (the per-token pattern of DeepSeek-V3 and
   Mixtral, here per sample); the outputs are gathered back per sample and weighted-summed.
+- ``grouped``: the same sorting, gathering and weighted sum, but all chosen experts run as one
+  grouped matmul (``torch.nn.functional.grouped_mm`` over the experts' stacked weights, the
+  pattern of torchtitan's MoE). Every shape is static (B*k*P rows whatever the routing), so
+  there is no host synchronisation and ``torch.compile`` captures the layer in its graph; on
+  CUDA the fast kernel wants bfloat16 (autocast) on Hopper-class GPUs. Needs a torch with
+  ``grouped_mm`` and widths that are multiples of 8 (its 16-byte alignment).
 - ``dense``: the original's way, every expert on every sample, multiplied by a weight that is
   zero for the unchosen ones. Kept as a reference for tests and benchmarks.
 
-Both give the same outputs and gradients to float rounding. Experts that no sample chose get an
-exactly zero gradient in both: the sparse path adds ``0 * sum(their parameters)`` to the output,
-so under DDP (``find_unused_parameters=False``) every parameter takes part in every backward even
-when a rank routes no sample to some expert.
+All three give the same outputs and gradients to float rounding. Experts that no sample chose
+get an exactly zero gradient in all: the sparse path adds ``0 * sum(their parameters)`` to the
+output and the grouped one multiplies their (empty) groups, so under DDP
+(``find_unused_parameters=False``) every parameter takes part in every backward even when a rank
+routes no sample to some expert.
 
 State-dict keys are the original's: ``feature_extractor.conv.0``, ``gating.gate.{0..7}``,
 ``shared_experts.{i}.conv.0``, ``experts.{e}.conv.0``; ``temperature`` (a buffer) is ours.
@@ -31,6 +38,8 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from moepot.errors import ConfigError
 
 TEMPERATURE_START = 2.0
 TEMPERATURE_DECAY = 0.99
@@ -51,6 +60,26 @@ def eager_under_compile(fn: Callable) -> Callable:
         return disabled(*args, **kwargs)
 
     return call
+
+
+def _check_grouped_dispatch(dim: int, hidden: int) -> None:
+    """Raise a :class:`ConfigError` if ``expert_dispatch="grouped"`` cannot run here."""
+    if not hasattr(F, "grouped_mm"):
+        raise ConfigError(
+            f"expert_dispatch='grouped' needs torch.nn.functional.grouped_mm, which torch "
+            f"{torch.__version__} does not have; use expert_dispatch='sparse'"
+        )
+    if dim % 8 or hidden % 8:
+        raise ConfigError(
+            f"expert_dispatch='grouped' needs the latent width ({dim}) and the expert input width "
+            f"Hm ({hidden}) to be multiples of 8 (grouped_mm's 16-byte alignment); use 'sparse'"
+        )
+
+
+@eager_under_compile
+def _grouped_mm_eager(*args, **kwargs) -> torch.Tensor:
+    """``F.grouped_mm``, run eagerly under ``torch.compile``."""
+    return F.grouped_mm(*args, **kwargs)
 
 
 class ConvExpert(nn.Module):
@@ -192,6 +221,8 @@ class MoELayer(nn.Module):
         temperature_decay: str = "forward",
     ) -> None:
         super().__init__()
+        if dispatch == "grouped":
+            _check_grouped_dispatch(dim, hidden)
         self.num_experts = num_experts
         self.top_k = top_k
         self.dispatch = dispatch
@@ -235,16 +266,16 @@ class MoELayer(nn.Module):
 
     # ------------------------------------------------------------------ forward
     @eager_under_compile
-    def _take_temperature(self, decay: bool) -> torch.Tensor:
-        """A copy of the temperature this forward routes with; then, if ``decay``, the per-forward decay.
+    def _take_temperature_and_decay(self) -> torch.Tensor:
+        """A copy of the temperature this forward routes with; then the per-forward decay.
 
         Runs outside ``torch.compile``'s graphs: a compiled graph that both reads the buffer and
         decays it in place may keep the buffer itself (not the copy) for its backward, which the
-        decay then invalidates (an autograd version error).
+        decay then invalidates (an autograd version error). Forwards that do not decay read the
+        buffer inside the graph.
         """
         temperature = self.temperature.clone()
-        if decay:
-            self.step_temperature()
+        self.step_temperature()
         return temperature
 
     def route(self, features: torch.Tensor, temperature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,7 +296,10 @@ class MoELayer(nn.Module):
         tokens = h.permute(0, 2, 3, 1).reshape(b, nx * ny, d)
         features = self.feature_extractor(tokens)  # [B, P, Hm]
         learning_router = self.training and not self.finetune
-        temperature = self._take_temperature(decay=learning_router and self.temperature_decay == "forward")
+        if learning_router and self.temperature_decay == "forward":
+            temperature = self._take_temperature_and_decay()
+        else:
+            temperature = self.temperature
         indices, weights = self.route(features, temperature)
         self.last_topk_indices = indices.detach()
         self.last_topk_weights = weights.detach()
@@ -273,6 +307,8 @@ class MoELayer(nn.Module):
         out = self._shared(features)  # [B, P, D] or None
         if self.dispatch == "dense":
             out = self._dense(features, indices, weights, out)
+        elif self.dispatch == "grouped":
+            out = self._grouped(features, indices, weights, out)
         else:
             out = self._sparse(features, indices, weights, out)
         out = out.reshape(b, nx, ny, -1).permute(0, 3, 1, 2)  # [B, D, X', Y'], channels-last memory
@@ -300,6 +336,42 @@ class MoELayer(nn.Module):
         outputs = F.gelu(F.linear(features, weight, bias))  # [B, P, n D]
         return outputs.unflatten(-1, (n, -1)).mean(dim=-2)
 
+    def _sort_slots(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The B*k (sample, choice) slots sorted by expert.
+
+        indices: [B, k] -> (order [B k]: sorted position -> slot, with slot j = sample j // k,
+        choice j % k; samples [B k]: the sample of each sorted position; experts [B k]: the
+        expert of each sorted position, ascending).
+        """
+        flat_experts = indices.flatten()
+        order = torch.argsort(flat_experts, stable=True)
+        samples = torch.div(order, self.top_k, rounding_mode="floor")
+        return order, samples, flat_experts.index_select(0, order)
+
+    def _combine(
+        self, pre: torch.Tensor, order: torch.Tensor, weights: torch.Tensor, out: torch.Tensor | None
+    ) -> torch.Tensor:
+        """GELU of the routed pre-activations, weighted-summed per sample, plus ``out``.
+
+        pre: [B k, P, D] in sorted order; weights: [B, k]; out: [B, P, D] or None -> [B, P, D].
+        The results go back to (sample, choice) order with one gather, and one batched matmul
+        per sample, ``weights[b] @ routed[b]`` ([1, k] @ [k, P*D]), weights and sums the
+        sample's k experts and adds ``out``. (Weighting, then ``index_add``, does the same with
+        two more passes; every sample's sum stays its own either way, so a non-finite sample
+        cannot spill into the others.)
+        """
+        b = weights.shape[0]
+        p = pre.shape[1]
+        slot_position = torch.argsort(order)  # slot -> sorted position
+        routed = F.gelu(pre).reshape(len(order), -1).index_select(0, slot_position)  # [B k, P D], by slot
+        routed = routed.reshape(b, self.top_k, -1)
+        mixed = weights.to(routed.dtype).unsqueeze(1)  # [B, 1, k]
+        if out is None:
+            out = torch.bmm(mixed, routed)
+        else:
+            out = torch.baddbmm(out.reshape(b, 1, -1), mixed, routed)
+        return out.reshape(b, p, -1)  # [B, P, D]
+
     @eager_under_compile
     def _sparse(
         self, features: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, out: torch.Tensor | None
@@ -307,23 +379,16 @@ class MoELayer(nn.Module):
         """Run each chosen expert once, on exactly its samples; add the result to ``out``.
 
         features: [B, P, Hm]; indices, weights: [B, k]; out: [B, P, D] (the shared experts'
-        mean) or None. The B*k (sample, expert) slots are sorted by expert and the features
-        gathered once in that order ([B*k, P, Hm]); each chosen expert is one ``addmm`` on its
-        contiguous run of slots and one GELU runs over all of them. The results go back to
-        (sample, choice) order with one gather, and one batched matmul per sample,
-        ``weights[b] @ routed[b]`` ([1, k] @ [k, P*D]), weights and sums the sample's k experts
-        and adds ``out``. (Weighting, then ``index_add``, does the same with two more passes
-        over the [B*k, P, D] results; every sample's sum stays its own either way, so a
-        non-finite sample cannot spill into the others.)
+        mean) or None. The features are gathered once in expert order ([B*k, P, Hm]); each
+        chosen expert is one ``addmm`` on its contiguous run of slots; :meth:`_combine` does
+        the rest.
 
         Runs eagerly under ``torch.compile``: the expert counts are data, and compiling for
         each routing pattern would recompile at almost every step.
         """
         b, p, hidden = features.shape
-        flat_experts = indices.flatten()  # [B k], slot j = sample j // k, choice j % k
-        order = torch.argsort(flat_experts, stable=True)  # sorted position -> slot
-        samples = torch.div(order, self.top_k, rounding_mode="floor")  # sample of each sorted slot
-        counts = torch.bincount(flat_experts, minlength=self.num_experts).tolist()
+        order, samples, _ = self._sort_slots(indices)
+        counts = torch.bincount(indices.flatten(), minlength=self.num_experts).tolist()
         runs = features.index_select(0, samples).reshape(-1, hidden).split([c * p for c in counts])
         chosen = [e for e, count in enumerate(counts) if count]
         pre = torch.cat(
@@ -334,15 +399,7 @@ class MoELayer(nn.Module):
                 for e in chosen
             ]
         )  # [B k P, D], sorted by expert
-        slot_position = torch.argsort(order)  # slot -> sorted position
-        routed = F.gelu(pre).reshape(len(order), -1).index_select(0, slot_position)  # [B k, P D], by slot
-        routed = routed.reshape(b, self.top_k, -1)
-        mixed = weights.to(routed.dtype).unsqueeze(1)  # [B, 1, k]
-        if out is None:
-            out = torch.bmm(mixed, routed)
-        else:
-            out = torch.baddbmm(out.reshape(b, 1, -1), mixed, routed)
-        out = out.reshape(b, p, -1)  # [B, P, D]
+        out = self._combine(pre.reshape(len(order), p, -1), order, weights, out)
 
         if len(chosen) < self.num_experts and torch.is_grad_enabled():
             # zero-valued and exact: keeps every expert in the autograd graph, so DDP's reducer
@@ -355,6 +412,34 @@ class MoELayer(nn.Module):
             ]
             out = out + 0.0 * torch.stack(unused).sum()
         return out
+
+    def _grouped(
+        self, features: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, out: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The sparse computation as one grouped matmul, with static shapes.
+
+        features: [B, P, Hm]; indices, weights: [B, k]; out: [B, P, D] or None -> [B, P, D].
+        The experts' weights are stacked at forward time ([E, D, Hm], as the shared experts'
+        are concatenated: the parameters and state-dict keys stay per expert); the group sizes
+        are counted on the device (a scatter-add, not ``bincount``, whose length depends on the
+        data), so nothing waits for the host and every shape is known to the compiler. An
+        expert without samples is an empty group: its weight gradient is exactly zero.
+        """
+        b, p, hidden = features.shape
+        order, samples, experts = self._sort_slots(indices)
+        rows = features.index_select(0, samples).reshape(-1, hidden)  # [B k P, Hm], sorted by expert
+        convs = [expert.conv[0] for expert in self.experts]
+        weight = torch.stack([conv.weight.flatten(1) for conv in convs]).to(rows.dtype)  # [E, D, Hm]
+        bias = torch.stack([conv.bias for conv in convs]).to(rows.dtype)  # [E, D]
+        counts = torch.zeros(self.num_experts, dtype=torch.int32, device=rows.device)
+        counts = counts.scatter_add(0, experts, torch.ones_like(experts, dtype=torch.int32))
+        offsets = torch.cumsum(counts * p, dim=0, dtype=torch.int32)  # end row of each expert's group
+        # torch's compile-time shape function of grouped_mm accepts bfloat16 only: other dtypes
+        # run it eagerly (a graph break) under torch.compile
+        matmul = F.grouped_mm if rows.dtype == torch.bfloat16 else _grouped_mm_eager
+        pre = matmul(rows, weight.transpose(1, 2), offs=offsets)  # [B k P, D]
+        pre = pre.reshape(len(order), p, -1) + bias.index_select(0, experts).unsqueeze(1)
+        return self._combine(pre, order, weights, out)
 
     def _dense(
         self, features: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, out: torch.Tensor | None

@@ -173,6 +173,9 @@ class TrainConfig(BaseModel):
     moe_loss_weight: float = Field(0.1, ge=0)
     n_cls_loss_weight: float = Field(0.0, ge=0, description="weight of the dataset-class cross-entropy")
     temperature_decay: Literal["forward", "step"] = "forward"
+    expert_dispatch: Literal["sparse", "grouped", "dense"] = Field(
+        "sparse", description="how MoE-POT runs its routed experts (moepot.models.moe)"
+    )
     mask_padded_channels: bool = False
     max_steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps")
     seed: int = Field(0, ge=0)
@@ -269,7 +272,7 @@ class TrainConfig(BaseModel):
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"unknown model{hint}; expected one of {', '.join(allowed)}")
 
-    @field_validator("lr_method", "opt", "amp", "temperature_decay", "time_agg", mode="before")
+    @field_validator("lr_method", "opt", "amp", "temperature_decay", "expert_dispatch", "time_agg", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -409,7 +412,8 @@ class TrainConfig(BaseModel):
     def model_config_overrides(self) -> dict[str, Any]:
         """Keyword arguments for ``build_model(self.model_preset, **overrides)``.
 
-        Always ``img_size``, ``in_timesteps``, ``out_timesteps`` and ``temperature_decay``; the
+        Always ``img_size``, ``in_timesteps``, ``out_timesteps``, ``temperature_decay`` and
+        ``expert_dispatch``; the
         other architecture keys only where set. ``in_channels``/``out_channels`` (and ``n_cls``
         unless ``n_class`` is set) are the loop's to add, from the datasets.
         """
@@ -418,6 +422,7 @@ class TrainConfig(BaseModel):
             "in_timesteps": self.T_in,
             "out_timesteps": self.T_bundle,
             "temperature_decay": self.temperature_decay,
+            "expert_dispatch": self.expert_dispatch,
         }
         optional = {
             "embed_dim": self.width,
