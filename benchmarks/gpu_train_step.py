@@ -1,21 +1,30 @@
-"""GPU training-step benchmark: MoE-POT-Ti and -S, res 128, batch 20, bf16, sparse vs dense experts.
+"""GPU training-step benchmark: MoE-POT-Ti and -S, res 128, batch 20, bf16, by expert dispatch.
 
     python -m benchmarks.gpu_train_step [--out DIR] [--update BENCHMARKS.md] [--budget-seconds 240]
 
-For each model (Ti, S), expert dispatch (sparse: each expert runs on its own samples; dense: the
-original's every-expert-on-every-sample) and mode (eager, ``torch.compile``) it times full
-training steps (in eager mode also the same model run in the original's formulation,
-:mod:`benchmarks.original_formulation`) (bf16 autocast forward, relative-L2 + 0.1 x balance loss, backward, fused AdamW)
-with CUDA events, alternating the variants in rounds, and reports the median step time,
-samples/s and the model FLOPs utilisation (MFU):
+For each model (Ti, S), expert dispatch (sparse: each chosen expert runs once on its own
+samples; grouped: the same as one grouped matmul with static shapes; dense: the original's
+every expert on every sample) and mode (eager, ``torch.compile``) it times full training steps
+(bf16 autocast forward, relative-L2 + 0.1 x balance loss, backward, fused AdamW) with CUDA
+events, alternating the variants in rounds; in eager mode also the same model run in the
+original's formulation (:mod:`benchmarks.original_formulation`). It reports the median step
+time, samples/s and the model FLOPs utilisation (MFU):
 
     MFU = model FLOPs per step / step time / measured bf16 matmul peak.
 
 Model FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one eager sparse step
 (matmuls and convolutions, forward + backward; the FFTs of the AFNO mixer are not counted, so
 the MFU is a lower bound). The dense path does 4x the routed-expert work for the same result,
-so its MFU (and the original formulation's) is computed with the same useful FLOPs. The peak is measured on the card itself
-(8192^3 bf16 matmul on random data, median of 10).
+so its MFU (and the original formulation's) is computed with the same useful FLOPs. The peak is
+measured on the card itself (8192^3 bf16 matmul on random data, median of 10). Every variant
+decays the router temperature once per optimizer step (``temperature_decay="step"``: the same
+arithmetic as the original's per-forward decay, without a graph break under compile).
+
+Before timing, a check on the card itself: on one MoE layer of the S width, the grouped and
+sparse dispatches (bf16 autocast, same weights and features, hence the same routing) must agree
+in output and expert gradients, and experts no sample chose must get exactly zero gradient
+(``grouped_check`` in the results; 4 samples fill at most 16 expert slots, so some experts
+usually stay idle).
 
 Needs only torch (no pydantic/h5py): run from the repository root with ``PYTHONPATH=src``.
 A budget guard skips the remaining variants once ``--budget-seconds`` have passed; a variant
@@ -76,12 +85,13 @@ def relative_l2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 class Variant:
     """One model + optimizer whose training step can be timed; ``dispatch`` is ``sparse``,
-    ``dense`` or ``original`` (the original's formulation, eager only)."""
+    ``grouped``, ``dense`` or ``original`` (the original's formulation, eager only)."""
 
     def __init__(self, preset: str, dispatch: str, compiled: bool, res: int, device: str) -> None:
         self.preset, self.dispatch, self.compiled, self.device = preset, dispatch, compiled, device
         experts = "sparse" if dispatch == "original" else dispatch
-        model = build_model(preset, img_size=res, expert_dispatch=experts).to(device).train()
+        model = build_model(preset, img_size=res, expert_dispatch=experts, temperature_decay="step")
+        model = model.to(device).train()
         self.model = model
         if dispatch == "original":
             self.forward = functools.partial(original_forward, model)
@@ -97,6 +107,7 @@ class Variant:
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.model.step_temperature()
 
     def timed_steps(self, x: torch.Tensor, y: torch.Tensor, n: int) -> None:
         for _ in range(n):
@@ -114,6 +125,42 @@ def count_step_flops(preset: str, x: torch.Tensor, y: torch.Tensor, res: int) ->
     return counter.get_total_flops()
 
 
+def grouped_check(dim: int, batch: int, grid: int, device: str) -> dict:
+    """Grouped against sparse dispatch on this device, on one MoE layer (so both see the same
+    routing): a bf16-autocast training forward + backward on the same weights and features;
+    relative differences of the output and of the routed experts' weight gradients, and
+    whether every unchosen expert's gradient is exactly zero."""
+    from moepot.models.moe import MoELayer
+
+    torch.manual_seed(0)
+    layers = {d: MoELayer(dim, dim, dispatch=d).to(device).train() for d in ("sparse", "grouped")}
+    layers["grouped"].load_state_dict(layers["sparse"].state_dict())
+    gen = torch.Generator(device=device).manual_seed(1)
+    scales = torch.logspace(-1, 1, batch, device=device).reshape(batch, 1, 1, 1)  # samples route apart
+    h = torch.randn(batch, dim, grid, grid, device=device, generator=gen) * scales
+    outs, grads = {}, {}
+    for name, layer in layers.items():
+        with torch.autocast(device, dtype=torch.bfloat16):
+            out, aux = layer(h)
+        (out.float().square().mean() + aux).backward()
+        outs[name] = out.detach().float()
+        grads[name] = torch.stack([e.conv[0].weight.grad for e in layer.experts]).float()
+    chosen = set(layers["grouped"].last_topk_indices.flatten().tolist())
+    unchosen = [e for e in range(len(layers["grouped"].experts)) if e not in chosen]
+
+    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+    return {
+        "layer": f"D=Hm={dim}, batch {batch}, {grid}x{grid} latent",
+        "same_routing": bool(torch.equal(layers["grouped"].last_topk_indices, layers["sparse"].last_topk_indices)),
+        "out_rel_diff": round(rel(outs["grouped"], outs["sparse"]), 5),
+        "expert_grad_rel_diff": round(rel(grads["grouped"], grads["sparse"]), 5),
+        "unchosen_experts": len(unchosen),
+        "unchosen_grads_exactly_zero": bool(all(grads["grouped"][e].abs().max() == 0 for e in unchosen)),
+    }
+
+
 def measure_preset(preset: str, compiled: bool, x: torch.Tensor, y: torch.Tensor, res: int, device: str,
                  peak: float, rounds: int, steps_per_round: int) -> list[dict]:
     """Sparse and dense variants of ``preset`` (and in eager mode the original formulation) timed
@@ -121,7 +168,7 @@ def measure_preset(preset: str, compiled: bool, x: torch.Tensor, y: torch.Tensor
     flops = count_step_flops(preset, x, y, res)
     with torch.device("meta"):
         params = count_parameters(build_model(preset, img_size=res))
-    dispatches = ("sparse", "dense") if compiled else ("sparse", "dense", "original")
+    dispatches = ("sparse", "grouped", "dense") if compiled else ("sparse", "grouped", "dense", "original")
     variants = [Variant(preset, d, compiled, res, device) for d in dispatches]
     for v in variants:  # warm-up (compilation happens here)
         for _ in range(3):
@@ -166,6 +213,12 @@ def run(
     gen = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(batch, res, res, T_IN, CHANNELS, device=device, generator=gen)
     y = torch.randn(batch, res, res, 1, CHANNELS, device=device, generator=gen)
+    try:
+        results["grouped_check"] = grouped_check(1024, min(batch, 4), res // 8, device)
+    except Exception as exc:
+        results["grouped_check"] = {"failed": f"{type(exc).__name__}: {exc}"[:300]}
+    if on_row is not None:
+        on_row(results)
     for compiled in modes:
         for preset in presets:
             if time.perf_counter() - started > budget_seconds:
@@ -198,6 +251,9 @@ def markdown(results: dict) -> str:
     for r in results["rows"]:
         lines.append(f"| {r['model']} | {r['dispatch']} | {r['mode']} | {r['step_ms']} | {r['samples_per_s']} | "
                      f"{r['model_tflop_per_step']} | {r['mfu_percent']} | {r['sparse_over_this']} |")  # fmt: skip
+    check = results.get("grouped_check")
+    if check:
+        lines.append(f"\nGrouped against sparse dispatch on this device (bf16, one training step): {check}")
     if results.get("skipped"):
         lines.append(f"\nSkipped (time budget): {', '.join(results['skipped'])}")
     for failure in results.get("failed", []):
