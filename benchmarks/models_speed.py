@@ -17,6 +17,9 @@ time our sparse model against the same weights run in the original's formulation
 - ``vs_original_train_step_ratio`` and ``vs_original_inference_ratio`` (MoE-POT-Ti), and the
   same for DPOT-Ti (``vs_original_dpot_...``), whose trunk is the same as MoE-POT's.
 
+The ``grouped`` dispatch (all chosen experts in one ``grouped_mm``, made for compiled GPU runs) is
+timed against the sparse one on the same three measurements (``grouped_*_over_sparse``).
+
 Like the ``moepot`` command line, the run first applies :func:`moepot.malloc.tune_malloc`
 (freed tensor memory is reused instead of returned to the kernel). Both models hold the same weights and see the same inputs; sparse and dense runs alternate
 (``repeats`` pairs) so machine noise hits both alike, and the medians are compared.
@@ -60,12 +63,13 @@ def median_pair(
     return statistics.median(times["sparse"]), statistics.median(times["dense"])
 
 
-def _models() -> tuple[torch.nn.Module, torch.nn.Module]:
+def _models(dispatches: tuple[str, str] = ("sparse", "dense")) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Two MoE-POT-Ti models with the same weights and the two expert dispatches."""
     torch.manual_seed(0)
-    sparse = build_model("moepot-ti", **SHAPE, expert_dispatch="sparse")
-    dense = build_model("moepot-ti", **SHAPE, expert_dispatch="dense")
-    dense.load_state_dict(sparse.state_dict())
-    return sparse, dense
+    first = build_model("moepot-ti", **SHAPE, expert_dispatch=dispatches[0])
+    second = build_model("moepot-ti", **SHAPE, expert_dispatch=dispatches[1])
+    second.load_state_dict(first.state_dict())
+    return first, second
 
 
 def _inputs(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,8 +80,8 @@ def _inputs(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def bench_moe_layer(repeats: int) -> tuple[float, float]:
-    sparse_model, dense_model = _models()
+def bench_moe_layer(repeats: int, dispatches: tuple[str, str] = ("sparse", "dense")) -> tuple[float, float]:
+    sparse_model, dense_model = _models(dispatches)
     sparse, dense = sparse_model.moe_layers()[0], dense_model.moe_layers()[0]
     sparse.train()
     dense.train()
@@ -126,14 +130,14 @@ def inference(model: torch.nn.Module, x: torch.Tensor, forward: Callable | None 
     return run
 
 
-def bench_train_step(repeats: int) -> tuple[float, float]:
-    sparse_model, dense_model = _models()
+def bench_train_step(repeats: int, dispatches: tuple[str, str] = ("sparse", "dense")) -> tuple[float, float]:
+    sparse_model, dense_model = _models(dispatches)
     x, y = _inputs(torch.Generator().manual_seed(2))
     return median_pair(train_step(sparse_model, x, y), train_step(dense_model, x, y), repeats)
 
 
-def bench_inference(repeats: int) -> tuple[float, float]:
-    sparse_model, dense_model = _models()
+def bench_inference(repeats: int, dispatches: tuple[str, str] = ("sparse", "dense")) -> tuple[float, float]:
+    sparse_model, dense_model = _models(dispatches)
     x, _ = _inputs(torch.Generator().manual_seed(3))
     return median_pair(inference(sparse_model, x), inference(dense_model, x), repeats)
 
@@ -172,6 +176,10 @@ def run(quick: bool = False, threads: int = 2) -> dict:
             results[f"{key}_sparse_ms"] = round(1e3 * sparse_s, 2)
             results[f"{key}_dense_ms"] = round(1e3 * dense_s, 2)
             results[f"{key}_ratio"] = round(sparse_s / dense_s, 3)
+            grouped_s, sparse_again_s = bench(repeats, ("grouped", "sparse"))
+            results[f"grouped_{key}_ms"] = round(1e3 * grouped_s, 2)
+            results[f"grouped_{key}_sparse_ms"] = round(1e3 * sparse_again_s, 2)
+            results[f"grouped_{key}_over_sparse"] = round(grouped_s / sparse_again_s, 3)
         for key, preset, kind in VS_ORIGINAL:
             ours_s, original_s = bench_vs_original(preset, kind, repeats)
             results[f"{key}_ours_ms"] = round(1e3 * ours_s, 2)
@@ -199,6 +207,17 @@ def markdown(results: dict) -> str:
             f"| {key.replace('_', ' ')} | {results[f'{key}_sparse_ms']} | {results[f'{key}_dense_ms']} "
             f"| {results[f'{key}_ratio']} | <= {target} |"
         )
+    rows += [
+        "",
+        "| grouped dispatch (one grouped_mm) | grouped (ms) | sparse (ms) | grouped / sparse |",
+        "|---|---|---|---|",
+    ]
+    for key in TARGETS:
+        if f"grouped_{key}_over_sparse" in results:
+            rows.append(
+                f"| {key.replace('_', ' ')} | {results[f'grouped_{key}_ms']} | {results[f'grouped_{key}_sparse_ms']} "
+                f"| {results[f'grouped_{key}_over_sparse']} |"
+            )
     rows += [
         "",
         "| against the original's formulation, same weights | ours (ms) | original (ms) | ours / original |",
