@@ -13,8 +13,10 @@ Dispatch (``expert_dispatch``):
 - ``grouped``: the same sorting, gathering and weighted sum, but all chosen experts run as one
   grouped matmul (``torch.nn.functional.grouped_mm`` over the experts' stacked weights, the
   pattern of torchtitan's MoE). Every shape is static (B*k*P rows whatever the routing), so
-  there is no host synchronisation and ``torch.compile`` captures the layer in its graph; on
-  CUDA the fast kernel wants bfloat16 (autocast) on Hopper-class GPUs. Needs a torch with
+  there is no host synchronisation and ``torch.compile`` captures the layer in its graph (in
+  bfloat16: torch's compile-time shape function of ``grouped_mm`` accepts no other dtype, so in
+  float32 that one call runs eagerly); on CUDA the fast kernel wants bfloat16 (autocast) on
+  Hopper-class GPUs. Needs a torch with
   ``grouped_mm`` and widths that are multiples of 8 (its 16-byte alignment).
 - ``dense``: the original's way, every expert on every sample, multiplied by a weight that is
   zero for the unchosen ones. Kept as a reference for tests and benchmarks.
