@@ -116,9 +116,10 @@ def broadcast_object(obj: object, info: DistInfo, src: int = 0) -> object:
 def wrap_model(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
     """Wrap in DistributedDataParallel when there are several ranks.
 
-    ``find_unused_parameters=True`` because with sparse expert dispatch an expert that no
-    sample on a rank chose has no gradient there, and the dataset classifier is unused when its
-    loss weight is 0; DDP then still reduces those gradients (as zeros) on every rank.
+    ``find_unused_parameters=True`` because the dataset classifier is unused when its loss weight
+    is 0 (the original's default); DDP then still reduces its gradient (as zeros) on every rank.
+    Experts that no sample on a rank chose need no such help: every expert dispatch gives them an
+    exactly zero gradient (:mod:`moepot.models.moe`).
     """
     if not info.distributed:
         return model
