@@ -225,3 +225,20 @@ def test_grouped_dispatch_is_refused_clearly_where_it_cannot_run(monkeypatch):
     with pytest.raises(ConfigError, match="grouped_mm.*use expert_dispatch='sparse'"):
         build_model("moepot", img_size=16, patch_size=4, embed_dim=32, depth=1, n_blocks=2, modes=3,
                     expert_dispatch="grouped")  # fmt: skip
+
+
+@pytest.mark.parametrize("decay", ["forward", "step"])
+def test_a_temperature_step_between_forward_and_backward_is_harmless(decay):
+    """The forward routes with a copy of the temperature, so decaying the buffer before the
+    backward (a loop that steps the temperature early) neither breaks nor changes the gradient."""
+    h = varied_batch(4)
+    grads = []
+    for early_step in (False, True):
+        torch.manual_seed(0)
+        layer = MoELayer(D, HM, temperature_decay=decay).train()
+        out, aux = layer(h)
+        if early_step:
+            layer.step_temperature()
+        (out.square().mean() + aux).backward()
+        grads.append(layer.gating.gate[7].weight.grad.clone())
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)

@@ -16,8 +16,8 @@ Dispatch (``expert_dispatch``):
   there is no host synchronisation and ``torch.compile`` captures the layer in its graph (in
   bfloat16: torch's compile-time shape function of ``grouped_mm`` accepts no other dtype, so in
   float32 that one call runs eagerly); on CUDA the fast kernel wants bfloat16 (autocast) on
-  Hopper-class GPUs. Needs a torch with
-  ``grouped_mm`` and widths that are multiples of 8 (its 16-byte alignment).
+  Hopper-class GPUs. Needs a torch with ``grouped_mm`` and widths that are multiples of 8 (its
+  16-byte alignment).
 - ``dense``: the original's way, every expert on every sample, multiplied by a weight that is
   zero for the unchosen ones. Kept as a reference for tests and benchmarks.
 
@@ -300,8 +300,8 @@ class MoELayer(nn.Module):
         learning_router = self.training and not self.finetune
         if learning_router and self.temperature_decay == "forward":
             temperature = self._take_temperature_and_decay()
-        else:
-            temperature = self.temperature
+        else:  # a copy: a later step_temperature() must not touch what the backward needs
+            temperature = self.temperature.clone()
         indices, weights = self.route(features, temperature)
         self.last_topk_indices = indices.detach()
         self.last_topk_weights = weights.detach()
