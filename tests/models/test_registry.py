@@ -105,6 +105,30 @@ def test_save_and_load_round_trip(tmp_path, suffix):
         assert rel_err(dense(x).pred, model(x).pred) < 1e-5
 
 
+def test_a_grouped_checkpoint_loads_sparse_where_torch_has_no_grouped_mm(tmp_path, monkeypatch, caplog):
+    """The dispatch is how, not what: a model saved with ``grouped`` loads with ``sparse`` (same
+    outputs) on a torch without grouped_mm, saying so; asking for ``grouped`` there is an error."""
+    from moepot.train.checkpoint import save_checkpoint
+    from moepot.train.loop import load_model_for_eval
+
+    torch.manual_seed(0)
+    model = build_model("moepot", **{**TINY, "embed_dim": 32}, expert_dispatch="grouped").eval()
+    x = torch.randn(3, 16, 16, 3, 2) * torch.tensor([0.1, 1.0, 10.0]).reshape(3, 1, 1, 1, 1)
+    export = save_pretrained(model, tmp_path / "grouped.safetensors")
+    train_file = tmp_path / "train.pt"
+    save_checkpoint(train_file, {"model": model.state_dict(), "model_config": model.config.to_dict(), "step": 1})
+    loaders = (lambda: load_pretrained(export), lambda: load_model_for_eval(train_file))
+    expected = [load()(x).pred for load in loaders]  # grouped, as saved
+    monkeypatch.delattr(torch.nn.functional, "grouped_mm")
+    for load, want in zip(loaders, expected):
+        loaded = load()
+        assert {layer.dispatch for layer in loaded.moe_layers()} == {"sparse"}
+        assert rel_err(loaded(x).pred, want) < 1e-6
+    assert "lacks; running the experts with 'sparse'" in caplog.text and "grouped.safetensors" in caplog.text
+    with pytest.raises(ConfigError, match="grouped_mm"):
+        load_pretrained(export, expert_dispatch="grouped")
+
+
 def test_training_checkpoint_layout_loads(tmp_path):
     """Training checkpoints hold {'model', 'model_config', ...} (moepot.train.checkpoint)."""
     model = build_model("dpot", **TINY)

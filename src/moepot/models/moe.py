@@ -64,9 +64,14 @@ def eager_under_compile(fn: Callable) -> Callable:
     return call
 
 
+def grouped_dispatch_available() -> bool:
+    """Whether this torch has the ``grouped_mm`` that ``expert_dispatch="grouped"`` runs on."""
+    return hasattr(F, "grouped_mm")
+
+
 def _check_grouped_dispatch(dim: int, hidden: int) -> None:
     """Raise a :class:`ConfigError` if ``expert_dispatch="grouped"`` cannot run here."""
-    if not hasattr(F, "grouped_mm"):
+    if not grouped_dispatch_available():
         raise ConfigError(
             f"expert_dispatch='grouped' needs torch.nn.functional.grouped_mm, which torch "
             f"{torch.__version__} does not have; use expert_dispatch='sparse'"

@@ -13,6 +13,7 @@ layers, 12 modes: the classic FNO-2D sizes).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,9 @@ from moepot.models.checkpoints import (
     read_weights,
 )
 from moepot.models.config import FAMILIES, ModelConfig, family_of
-from moepot.models.moe import TEMPERATURE_FLOOR
+from moepot.models.moe import TEMPERATURE_FLOOR, grouped_dispatch_available
+
+logger = logging.getLogger(__name__)
 
 _SIZES = {"img_size": 128, "patch_size": 8, "in_channels": 4, "out_channels": 4, "in_timesteps": 10,
           "modes": 32, "out_layer_dim": 32}  # fmt: skip
@@ -139,6 +142,22 @@ def describe(config: ModelConfig) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- checkpoints
+def runnable_stored_config(config: dict[str, Any], source: str) -> dict[str, Any]:
+    """A stored model config, with an ``expert_dispatch`` this torch cannot run replaced.
+
+    The dispatch is how the experts are computed, not what: a checkpoint trained with
+    ``grouped`` on a GPU loads with ``sparse`` (same results) where torch has no ``grouped_mm``,
+    with a warning naming ``source``. Everything else is returned unchanged.
+    """
+    if config.get("expert_dispatch") == "grouped" and not grouped_dispatch_available():
+        logger.warning(
+            "%s: stored expert_dispatch='grouped' needs torch.nn.functional.grouped_mm, which torch %s "
+            "lacks; running the experts with 'sparse' (same results)", source, torch.__version__
+        )
+        return {**config, "expert_dispatch": "sparse"}
+    return config
+
+
 def load_pretrained(path: str | os.PathLike, /, **overrides: Any) -> NeuralOperator:
     """Load an official MoE-POT / DPOT checkpoint or one of ours; eval mode, temperature 0.5.
 
@@ -156,7 +175,7 @@ def load_pretrained(path: str | os.PathLike, /, **overrides: Any) -> NeuralOpera
     weights = read_weights(path)
     if weights.config is not None:
         try:
-            config = ModelConfig.from_dict(weights.config)
+            config = ModelConfig.from_dict(runnable_stored_config(weights.config, f"checkpoint {weights.path}"))
         except ConfigError as exc:
             raise CheckpointError(f"checkpoint {weights.path}: invalid model config: {exc}") from exc
     else:

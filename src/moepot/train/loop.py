@@ -559,7 +559,9 @@ def load_model_for_eval(checkpoint: str | os.PathLike, device: str | None = None
             state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and state.get("format") == FORMAT:
         state = load_checkpoint(path)  # checks the checksum
-        model_config = dict(state["model_config"])
+        from moepot.models.registry import runnable_stored_config
+
+        model_config = runnable_stored_config(dict(state["model_config"]), f"checkpoint {path}")
         model = moepot.build_model(model_config.pop("name"), **model_config)
         model.load_state_dict(state["model"])
     else:
