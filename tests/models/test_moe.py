@@ -196,10 +196,12 @@ def test_fused_shared_experts_equal_the_mean_of_each_expert(num_shared):
         separate = torch.stack([expert(features) for expert in sparse.shared_experts]).mean(dim=0)
         assert rel_err(fused, separate) < 1e-6
     x = varied_batch(4)
-    sparse.eval()
-    dense.eval()
+    grouped, _ = make_pair(num_shared=num_shared, dispatch="grouped")
+    for layer in (sparse, dense, grouped):
+        layer.eval()
     with torch.no_grad():
         assert rel_err(sparse(x)[0], dense(x)[0]) < 1e-5
+        assert rel_err(grouped(x)[0], dense(x)[0]) < 1e-5
 
 
 def test_channel_attention_on_a_one_by_one_map_equals_both_pools():
