@@ -47,6 +47,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.original_formulation import original_forward
+from moepot.eval.metrics import relative_l2
 from moepot.models.registry import build_model, count_parameters
 
 T_IN, CHANNELS = 10, 4
@@ -76,11 +77,10 @@ def matmul_peak_tflops(device: str, n: int = 8192, reps: int = 10) -> float:
     return 2 * n**3 / statistics.median(times) / 1e12
 
 
-def relative_l2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """pred, target: [B, X, Y, T, C] -> summed over the batch of the per-channel mean relative L2."""
-    diff = (pred - target).float().flatten(1, 3).norm(dim=1)  # [B, C]
-    norm = target.float().flatten(1, 3).norm(dim=1)
-    return (diff / (norm + 1e-8)).mean(dim=1).sum()
+def training_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The training loop's loss without the balance term: the per-sample relative L2
+    (:func:`moepot.eval.metrics.relative_l2`, in float32) summed over the batch."""
+    return relative_l2(pred.float(), target.float()).sum()
 
 
 class Variant:
@@ -103,7 +103,7 @@ class Variant:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         with torch.autocast(self.device, dtype=torch.bfloat16):
             out = self.forward(x)
-            loss = relative_l2(out.pred, y) + 0.1 * out.aux_loss
+            loss = training_loss(out.pred, y) + 0.1 * out.aux_loss
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -119,7 +119,7 @@ def count_step_flops(preset: str, x: torch.Tensor, y: torch.Tensor, res: int) ->
     counter = FlopCounterMode(display=False)
     with counter, torch.autocast(x.device.type, dtype=torch.bfloat16):
         out = model(x)
-        loss = relative_l2(out.pred, y) + 0.1 * out.aux_loss
+        loss = training_loss(out.pred, y) + 0.1 * out.aux_loss
         loss.backward()
     del model
     return counter.get_total_flops()

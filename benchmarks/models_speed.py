@@ -63,11 +63,13 @@ def median_pair(
     return statistics.median(times["sparse"]), statistics.median(times["dense"])
 
 
-def _models(dispatches: tuple[str, str] = ("sparse", "dense")) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """Two MoE-POT-Ti models with the same weights and the two expert dispatches."""
+def _models(
+    dispatches: tuple[str, str] = ("sparse", "dense"), preset: str = "moepot-ti"
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Two ``preset`` models with the same weights and the two expert dispatches."""
     torch.manual_seed(0)
-    first = build_model("moepot-ti", **SHAPE, expert_dispatch=dispatches[0])
-    second = build_model("moepot-ti", **SHAPE, expert_dispatch=dispatches[1])
+    first = build_model(preset, **SHAPE, expert_dispatch=dispatches[0])
+    second = build_model(preset, **SHAPE, expert_dispatch=dispatches[1])
     second.load_state_dict(first.state_dict())
     return first, second
 
@@ -145,10 +147,7 @@ def bench_inference(repeats: int, dispatches: tuple[str, str] = ("sparse", "dens
 def bench_vs_original(preset: str, kind: str, repeats: int) -> tuple[float, float]:
     """Our ``preset`` (sparse dispatch) against the same weights run by :func:`original_forward`;
     ``kind`` is ``train_step`` or ``inference``."""
-    torch.manual_seed(0)
-    ours = build_model(preset, **SHAPE)
-    original = build_model(preset, **SHAPE)
-    original.load_state_dict(ours.state_dict())
+    ours, original = _models(("sparse", "sparse"), preset)  # original_forward ignores the dispatch
     x, y = _inputs(torch.Generator().manual_seed(2))
     if kind == "train_step":
         return median_pair(train_step(ours, x, y), train_step(original, x, y, original_forward), repeats)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from moepot.models.base import ModelOutput
 from moepot.models.layers import AFNO2D, append_coordinates
-from moepot.models.moe import TEMPERATURE_DECAY, TEMPERATURE_FLOOR, MoELayer, balance_loss
+from moepot.models.moe import MoELayer, balance_loss
 from moepot.models.patch_operator import PatchOperator
 
 
@@ -90,8 +90,7 @@ def moe_original_way(layer: MoELayer, h: torch.Tensor) -> tuple[torch.Tensor, to
     learning_router = layer.training and not layer.finetune
     temperature = layer.temperature.clone()
     if learning_router and layer.temperature_decay == "forward":
-        with torch.no_grad():
-            layer.temperature.mul_(TEMPERATURE_DECAY).clamp_(min=TEMPERATURE_FLOOR)
+        layer.step_temperature()
     top_scores, indices = scores.topk(layer.top_k, dim=1)
     weights = torch.softmax(top_scores / temperature, dim=1)
     gates = torch.zeros_like(scores).scatter(1, indices, weights)  # [B, E], zero for the unchosen
@@ -121,11 +120,7 @@ def original_forward(model: PatchOperator, x: torch.Tensor) -> ModelOutput:
     latent = model.patch_embed(frames) + model.pos_embed  # [(B T), D, X', Y']
     d, lx, ly = latent.shape[1:]
     latent = latent.reshape(b, nt, d, lx, ly).permute(0, 3, 4, 1, 2)  # [B, X', Y', T, D]
-    agg = model.time_agg_layer
-    scales = agg.frame_scales()
-    if scales is not None:
-        latent = latent * scales
-    latent = torch.einsum("tij,...ti->...j", agg.w, latent).permute(0, 3, 1, 2)  # [B, D, X', Y']
+    latent = model.time_agg_layer(latent).permute(0, 3, 1, 2)  # per-frame [D, D] weights -> [B, D, X', Y']
     if cfg.normalize:
         latent = scale_sigma * latent + scale_mu
 

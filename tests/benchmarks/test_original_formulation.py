@@ -13,13 +13,10 @@ from benchmarks.original_formulation import original_forward
 
 from moepot import build_model
 
+from ..models.conftest import rel_err
+
 TINY = dict(img_size=16, patch_size=4, in_channels=3, out_channels=3, in_timesteps=4, embed_dim=32,
             depth=2, n_blocks=4, modes=3, out_layer_dim=8, n_cls=3)  # fmt: skip
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().double(), b.detach().double()
-    return float((a - b).norm() / max(b.norm(), 1e-30))
 
 
 def make_pair(name: str, **overrides) -> tuple[torch.nn.Module, torch.nn.Module]:

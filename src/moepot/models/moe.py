@@ -343,17 +343,20 @@ class MoELayer(nn.Module):
         outputs = F.gelu(F.linear(features, weight, bias))  # [B, P, n D]
         return outputs.unflatten(-1, (n, -1)).mean(dim=-2)
 
-    def _sort_slots(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The B*k (sample, choice) slots sorted by expert.
+    def _gather_by_expert(
+        self, features: torch.Tensor, indices: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The B*k (sample, choice) slots sorted by expert, and their features in that order.
 
-        indices: [B, k] -> (order [B k]: sorted position -> slot, with slot j = sample j // k,
-        choice j % k; samples [B k]: the sample of each sorted position; experts [B k]: the
-        expert of each sorted position, ascending).
+        features: [B, P, Hm]; indices: [B, k] -> (order [B k]: sorted position -> slot, with
+        slot j = sample j // k, choice j % k; experts [B k]: the expert of each sorted position,
+        ascending; rows [B k P, Hm]: each sorted slot's sample features, one gather).
         """
         flat_experts = indices.flatten()
         order = torch.argsort(flat_experts, stable=True)
         samples = torch.div(order, self.top_k, rounding_mode="floor")
-        return order, samples, flat_experts.index_select(0, order)
+        rows = features.index_select(0, samples).reshape(-1, features.shape[-1])
+        return order, flat_experts.index_select(0, order), rows
 
     def _combine(
         self, pre: torch.Tensor, order: torch.Tensor, weights: torch.Tensor, out: torch.Tensor | None
@@ -386,17 +389,17 @@ class MoELayer(nn.Module):
         """Run each chosen expert once, on exactly its samples; add the result to ``out``.
 
         features: [B, P, Hm]; indices, weights: [B, k]; out: [B, P, D] (the shared experts'
-        mean) or None. The features are gathered once in expert order ([B*k, P, Hm]); each
-        chosen expert is one ``addmm`` on its contiguous run of slots; :meth:`_combine` does
-        the rest.
+        mean) or None. The features are gathered once in expert order
+        (:meth:`_gather_by_expert`); each chosen expert is one ``addmm`` on its contiguous run of
+        slots; :meth:`_combine` does the rest.
 
         Runs eagerly under ``torch.compile``: the expert counts are data, and compiling for
         each routing pattern would recompile at almost every step.
         """
-        b, p, hidden = features.shape
-        order, samples, _ = self._sort_slots(indices)
-        counts = torch.bincount(indices.flatten(), minlength=self.num_experts).tolist()
-        runs = features.index_select(0, samples).reshape(-1, hidden).split([c * p for c in counts])
+        p = features.shape[1]
+        order, experts, rows = self._gather_by_expert(features, indices)
+        counts = torch.bincount(experts, minlength=self.num_experts).tolist()
+        runs = rows.split([c * p for c in counts])
         chosen = [e for e, count in enumerate(counts) if count]
         pre = torch.cat(
             [
@@ -432,9 +435,8 @@ class MoELayer(nn.Module):
         data), so nothing waits for the host and every shape is known to the compiler. An
         expert without samples is an empty group: its weight gradient is exactly zero.
         """
-        b, p, hidden = features.shape
-        order, samples, experts = self._sort_slots(indices)
-        rows = features.index_select(0, samples).reshape(-1, hidden)  # [B k P, Hm], sorted by expert
+        p = features.shape[1]
+        order, experts, rows = self._gather_by_expert(features, indices)  # rows [B k P, Hm]
         convs = [expert.conv[0] for expert in self.experts]
         weight = torch.stack([conv.weight.flatten(1) for conv in convs]).to(rows.dtype)  # [E, D, Hm]
         bias = torch.stack([conv.bias for conv in convs]).to(rows.dtype)  # [E, D]
