@@ -48,6 +48,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.original_formulation import original_forward
 from moepot.eval.metrics import relative_l2
+from moepot.models.moe import grouped_dispatch_available
 from moepot.models.registry import build_model, count_parameters
 
 T_IN, CHANNELS = 10, 4
@@ -170,6 +171,8 @@ def measure_preset(preset: str, compiled: bool, x: torch.Tensor, y: torch.Tensor
         params = count_parameters(build_model(preset, img_size=res))
     # compiled: the two dispatches one would train with (a compiled dense model adds compile time, no answer)
     dispatches = ("sparse", "grouped") if compiled else ("sparse", "grouped", "dense", "original")
+    if not grouped_dispatch_available():  # an older torch: measure the others
+        dispatches = tuple(d for d in dispatches if d != "grouped")
     variants = [Variant(preset, d, compiled, res, device) for d in dispatches]
     for v in variants:  # warm-up (compilation happens here)
         for _ in range(3):
