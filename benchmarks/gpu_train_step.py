@@ -40,6 +40,7 @@ import functools
 import json
 import statistics
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -163,9 +164,10 @@ def grouped_check(dim: int, batch: int, grid: int, device: str) -> dict:
 
 
 def measure_preset(preset: str, compiled: bool, x: torch.Tensor, y: torch.Tensor, res: int, device: str,
-                 peak: float, rounds: int, steps_per_round: int) -> list[dict]:
-    """Sparse and dense variants of ``preset`` (and in eager mode the original formulation) timed
-    alternately; one result row each."""
+                 peak: float, rounds: int, steps_per_round: int, failures: list[str]) -> list[dict]:
+    """The dispatches of ``preset`` (and in eager mode the original formulation) timed
+    alternately; one result row each. A variant other than sparse that fails is appended to
+    ``failures`` and left out."""
     flops = count_step_flops(preset, x, y, res)
     with torch.device("meta"):
         params = count_parameters(build_model(preset, img_size=res))
@@ -173,10 +175,19 @@ def measure_preset(preset: str, compiled: bool, x: torch.Tensor, y: torch.Tensor
     dispatches = ("sparse", "grouped") if compiled else ("sparse", "grouped", "dense", "original")
     if not grouped_dispatch_available():  # an older torch: measure the others
         dispatches = tuple(d for d in dispatches if d != "grouped")
-    variants = [Variant(preset, d, compiled, res, device) for d in dispatches]
-    for v in variants:  # warm-up (compilation happens here)
-        for _ in range(3):
-            v.step(x, y)
+    variants = []
+    for dispatch in dispatches:  # build and warm up (compilation happens here); a failure drops one variant
+        try:
+            v = Variant(preset, dispatch, compiled, res, device)
+            for _ in range(3):
+                v.step(x, y)
+            variants.append(v)
+        except Exception as exc:
+            if dispatch == "sparse":
+                raise
+            traceback.print_exc()
+            failures.append(f"{preset} {dispatch} {'compile' if compiled else 'eager'}: "
+                            f"{type(exc).__name__}: {exc}"[:300])  # fmt: skip
     for _ in range(rounds):  # alternate the two sides so drift hits both
         for v in variants:
             v.timed_steps(x, y, steps_per_round)
@@ -229,8 +240,10 @@ def run(
                 results.setdefault("skipped", []).append(f"{preset} {'compile' if compiled else 'eager'}")
                 continue
             try:
-                results["rows"] += measure_preset(preset, compiled, x, y, res, device, peak, rounds, steps_per_round)
+                results["rows"] += measure_preset(preset, compiled, x, y, res, device, peak, rounds, steps_per_round,
+                                                  results.setdefault("failed", []))  # fmt: skip
             except Exception as exc:  # a failure (compile, out of memory) costs this row, not the run
+                traceback.print_exc()
                 results.setdefault("failed", []).append(
                     f"{preset} {'compile' if compiled else 'eager'}: {type(exc).__name__}: {exc}"[:300])
             if on_row is not None:

@@ -93,7 +93,8 @@ def moe_original_way(layer: MoELayer, h: torch.Tensor) -> tuple[torch.Tensor, to
         layer.step_temperature()
     top_scores, indices = scores.topk(layer.top_k, dim=1)
     weights = torch.softmax(top_scores / temperature, dim=1)
-    gates = torch.zeros_like(scores).scatter(1, indices, weights)  # [B, E], zero for the unchosen
+    # [B, E], zero for the unchosen; in the weights' dtype (float32 under CUDA autocast, whose softmax is)
+    gates = torch.zeros_like(scores, dtype=weights.dtype).scatter(1, indices, weights)
     expert_outputs = torch.stack([e.conv(features) for e in layer.experts], dim=1)  # [B, E, D, X', Y']
     routed = (gates[:, :, None, None, None] * expert_outputs).sum(dim=1)
     aux = balance_loss(indices, weights, layer.num_experts) if learning_router else h.new_zeros(())

@@ -12,12 +12,21 @@ from moepot.models.layers import AFNO2D, TimeAggregator, append_coordinates
 from .conftest import rel_err
 
 
-@pytest.mark.parametrize("transform", ["dft", "fft"])
+def _use_path(transform: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Select the AFNO path: cached DFT matrices, FFTs with a complex block MLP, or the
+    ``torch.compile`` path (FFTs with the block MLP in real arithmetic)."""
+    monkeypatch.setattr(layers, "DFT_MAX_POINTS", 1024 if transform == "dft" else 0)
+    if transform == "compile-path":
+        monkeypatch.setattr(layers.torch.compiler, "is_compiling", lambda: True)
+
+
+@pytest.mark.parametrize("transform", ["dft", "fft", "compile-path"])
 @pytest.mark.parametrize("grid,modes", [((8, 8), 32), ((16, 16), 3), ((12, 10), 4), ((6, 14), 5), ((7, 9), 32)])
 def test_afno_matches_the_original_formulation(grid, modes, transform, monkeypatch):
-    """Both ways of transforming the corner (cached DFT matrices on small grids, FFTs on large
-    ones) against the original's FFT-and-eight-einsums, values and gradients; odd sizes too."""
-    monkeypatch.setattr(layers, "DFT_MAX_POINTS", 1024 if transform == "dft" else 0)
+    """Every way of transforming the corner (cached DFT matrices on small grids, FFTs on large
+    ones, the compiled graph's real block MLP) against the original's FFT-and-eight-einsums,
+    values and gradients; odd sizes too."""
+    _use_path(transform, monkeypatch)
     torch.manual_seed(0)
     layer = AFNO2D(width=16, n_blocks=4, modes=modes)
     with torch.no_grad():
@@ -33,11 +42,11 @@ def test_afno_matches_the_original_formulation(grid, modes, transform, monkeypat
         assert rel_err(a, b) < 1e-5
 
 
-@pytest.mark.parametrize("transform", ["dft", "fft"])
+@pytest.mark.parametrize("transform", ["dft", "fft", "compile-path"])
 def test_afno_under_autocast_keeps_the_transforms_in_float32(transform, monkeypatch):
     """Under bfloat16 autocast only the block MLP runs in bfloat16 (as the original's einsums
     do); the result stays close to the float32 one and comes back in the input's dtype."""
-    monkeypatch.setattr(layers, "DFT_MAX_POINTS", 1024 if transform == "dft" else 0)
+    _use_path(transform, monkeypatch)
     torch.manual_seed(0)
     layer = AFNO2D(width=16, n_blocks=4, modes=32)
     h = torch.randn(2, 16, 8, 8)

@@ -182,7 +182,8 @@ class AFNO2D(nn.Module):
     (<= :data:`DFT_MAX_POINTS` points) the corner's transform and its inverse are matmuls with
     cached DFT matrices (:func:`corner_dft`), which beats an FFT of 8 x 8 points on CPU;
     larger grids, and every grid under ``torch.compile`` (whose graphs would rebuild the
-    matrices on every call), use ``rfft2`` / ``irfft2``. Every path equals the original's to
+    matrices on every call), use ``rfft2`` / ``irfft2``; under ``torch.compile`` the block MLP
+    runs in real arithmetic (:meth:`mix_corner_real`). Every path equals the original's to
     float rounding.
 
     Parameters: ``w1``, ``w2`` [2, nb, bs, bs] and ``b1``, ``b2`` [2, nb, bs] (index 0 the real
@@ -216,6 +217,26 @@ class AFNO2D(nn.Module):
         o2 = torch.einsum("...bi,bio->...bo", o1, self._complex(self.w2)) + self._complex(self.b2)
         return o2.reshape(b, m, d)
 
+    def mix_corner_real(self, re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`mix_corner` in real arithmetic: (Re, Im) [B, M, D] -> (Re, Im) [B, M, D].
+
+        Per block, (x_re + i x_im)(W_re + i W_im) is the real product
+        [x_re | x_im] @ [[W_re, W_im], [-W_im, W_re]]; one real einsum per layer of the MLP.
+        Used under ``torch.compile``: Inductor's GPU code generation has no complex dtypes
+        (a complex pointwise op or ``view_as_complex`` in the graph fails to compile there).
+        """
+        b, m, d = re.shape
+        nb, bs = self.n_blocks, self.block_size
+
+        def real_block(p: torch.Tensor) -> torch.Tensor:  # [2, nb, bs, bs] -> [nb, 2bs, 2bs]
+            return torch.cat([torch.cat([p[0], p[1]], dim=-1), torch.cat([-p[1], p[0]], dim=-1)], dim=-2)
+
+        x = torch.cat([re.reshape(b, m, nb, bs), im.reshape(b, m, nb, bs)], dim=-1)  # [B, M, nb, 2bs]
+        x = torch.einsum("...bi,bio->...bo", x, real_block(self.w1)) + torch.cat([self.b1[0], self.b1[1]], dim=-1)
+        x = self.act(x)  # act(Re) and act(Im)
+        x = torch.einsum("...bi,bio->...bo", x, real_block(self.w2)) + torch.cat([self.b2[0], self.b2[1]], dim=-1)
+        return x[..., :bs].reshape(b, m, d), x[..., bs:].reshape(b, m, d)
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """h: [B, D, X, Y] -> [B, D, X, Y], a channels-last view ([B, X, Y, D] in memory).
 
@@ -237,6 +258,12 @@ class AFNO2D(nn.Module):
             with full_precision:
                 out = torch.cat([out.real, out.imag], dim=1).float()  # [B, 2M, D]
                 mixed = torch.matmul(inverse, out).reshape(b, nx, ny, d)
+        elif torch.compiler.is_compiling():
+            # no complex tensor between the transforms (see mix_corner_real)
+            corner = torch.fft.rfft2(field, dim=(1, 2), norm="ortho")[:, :mx, :my]  # [B, mx, my, D]
+            re, im = self.mix_corner_real(corner.real.reshape(b, mx * my, d), corner.imag.reshape(b, mx * my, d))
+            out = torch.complex(re.float(), im.float()).reshape(b, mx, my, d)
+            mixed = torch.fft.irfft2(out, s=(nx, ny), dim=(1, 2), norm="ortho")
         else:
             corner = torch.fft.rfft2(field, dim=(1, 2), norm="ortho")[:, :mx, :my]  # [B, mx, my, D]
             out = self.mix_corner(corner.reshape(b, mx * my, d)).reshape(b, mx, my, d)
