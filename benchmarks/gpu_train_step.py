@@ -89,8 +89,8 @@ class Variant:
     """One model + optimizer whose training step can be timed; ``dispatch`` is ``sparse``,
     ``grouped``, ``dense`` or ``original`` (the original's formulation, eager only)."""
 
-    def __init__(self, preset: str, dispatch: str, compiled: bool, res: int, device: str) -> None:
-        self.preset, self.dispatch, self.compiled, self.device = preset, dispatch, compiled, device
+    def __init__(self, preset: str, dispatch: str, mode: str, res: int, device: str) -> None:
+        self.preset, self.dispatch, self.mode, self.device = preset, dispatch, mode, device
         experts = "sparse" if dispatch == "original" else dispatch
         model = build_model(preset, img_size=res, expert_dispatch=experts, temperature_decay="step")
         model = model.to(device).train()
@@ -98,11 +98,14 @@ class Variant:
         if dispatch == "original":
             self.forward = functools.partial(original_forward, model)
         else:
-            self.forward = torch.compile(model) if compiled else model
+            self.forward = {"eager": model, "compile": torch.compile(model),
+                            "cudagraphs": torch.compile(model, mode="reduce-overhead")}[mode]  # fmt: skip
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
         self.times: list[float] = []
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if self.mode == "cudagraphs":  # a new training iteration: the graphs' outputs may be reused
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(self.device, dtype=torch.bfloat16):
             out = self.forward(x)
             loss = training_loss(out.pred, y) + 0.1 * out.aux_loss
@@ -163,7 +166,7 @@ def grouped_check(dim: int, batch: int, grid: int, device: str) -> dict:
     }
 
 
-def measure_preset(preset: str, compiled: bool, x: torch.Tensor, y: torch.Tensor, res: int, device: str,
+def measure_preset(preset: str, mode: str, x: torch.Tensor, y: torch.Tensor, res: int, device: str,
                  peak: float, rounds: int, steps_per_round: int, failures: list[str]) -> list[dict]:
     """The dispatches of ``preset`` (and in eager mode the original formulation) timed
     alternately; one result row each. A variant other than sparse that fails is appended to
@@ -172,13 +175,13 @@ def measure_preset(preset: str, compiled: bool, x: torch.Tensor, y: torch.Tensor
     with torch.device("meta"):
         params = count_parameters(build_model(preset, img_size=res))
     # compiled: the two dispatches one would train with (a compiled dense model adds compile time, no answer)
-    dispatches = ("sparse", "grouped") if compiled else ("sparse", "grouped", "dense", "original")
+    dispatches = ("sparse", "grouped", "dense", "original") if mode == "eager" else ("sparse", "grouped")
     if not grouped_dispatch_available():  # an older torch: measure the others
         dispatches = tuple(d for d in dispatches if d != "grouped")
     variants = []
     for dispatch in dispatches:  # build and warm up (compilation happens here); a failure drops one variant
         try:
-            v = Variant(preset, dispatch, compiled, res, device)
+            v = Variant(preset, dispatch, mode, res, device)
             for _ in range(3):
                 v.step(x, y)
             variants.append(v)
@@ -186,7 +189,7 @@ def measure_preset(preset: str, compiled: bool, x: torch.Tensor, y: torch.Tensor
             if dispatch == "sparse":
                 raise
             traceback.print_exc()
-            failures.append(f"{preset} {dispatch} {'compile' if compiled else 'eager'}: "
+            failures.append(f"{preset} {dispatch} {mode}: "
                             f"{type(exc).__name__}: {exc}"[:300])  # fmt: skip
     for _ in range(rounds):  # alternate the two sides so drift hits both
         for v in variants:
@@ -194,13 +197,39 @@ def measure_preset(preset: str, compiled: bool, x: torch.Tensor, y: torch.Tensor
     medians = {v.dispatch: statistics.median(v.times) for v in variants}
     batch = x.shape[0]
     return [{
-        "model": preset, "dispatch": v.dispatch, "mode": "compile" if compiled else "eager",
+        "model": preset, "dispatch": v.dispatch, "mode": mode,
         "step_ms": round(medians[v.dispatch] * 1e3, 2), "samples_per_s": round(batch / medians[v.dispatch], 1),
         "model_tflop_per_step": round(flops / 1e12, 3),
         "mfu_percent": round(100 * flops / medians[v.dispatch] / (peak * 1e12), 1),
         "sparse_over_this": round(medians["sparse"] / medians[v.dispatch], 3),
         "total_params": params["total_params"], "activated_params": params["activated_params"],
     } for v in variants]  # fmt: skip
+
+
+def profile_steps(preset: str, dispatch: str, mode: str, x: torch.Tensor, y: torch.Tensor, res: int,
+                  steps: int = 5) -> str:
+    """Where a training step's time goes: ``torch.profiler`` over ``steps`` warm steps; the GPU's
+    busy time (the kernels' own time) against the wall time, and the kernels taking the most."""
+    from torch.profiler import ProfilerActivity, profile
+
+    device = x.device.type
+    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
+    variant = Variant(preset, dispatch, mode, res, device)
+    for _ in range(3):
+        variant.step(x, y)
+    sync()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        started = time.perf_counter()
+        for _ in range(steps):
+            variant.step(x, y)
+        sync()
+        wall = (time.perf_counter() - started) / steps
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy = sum(e.self_device_time_total for e in kernels) / 1e6 / steps
+    table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=20, max_name_column_width=60)
+    return (f"## {preset} {dispatch} {mode}: wall {wall * 1e3:.2f} ms/step, GPU busy {busy * 1e3:.2f} ms/step "
+            f"({100 * busy / wall:.0f}%), {sum(e.count for e in kernels) / steps:.0f} kernel launches/step\n\n{table}\n")  # fmt: skip
 
 
 def run(
@@ -210,7 +239,7 @@ def run(
     res: int = 128,
     batch: int = 20,
     presets: tuple[str, ...] = ("moepot-ti", "moepot-s"),
-    modes: tuple[bool, ...] = (False, True),
+    modes: tuple[str, ...] = ("eager", "compile", "cudagraphs"),
     rounds: int = 3,
     steps_per_round: int = 4,
     peak_n: int = 8192,
@@ -234,24 +263,23 @@ def run(
         results["grouped_check"] = {"failed": f"{type(exc).__name__}: {exc}"[:300]}
     if on_row is not None:
         on_row(results)
-    for compiled in modes:
+    for mode in modes:
         for preset in presets:
             if time.perf_counter() - started > budget_seconds:
-                results.setdefault("skipped", []).append(f"{preset} {'compile' if compiled else 'eager'}")
+                results.setdefault("skipped", []).append(f"{preset} {mode}")
                 continue
             try:
-                results["rows"] += measure_preset(preset, compiled, x, y, res, device, peak, rounds, steps_per_round,
+                results["rows"] += measure_preset(preset, mode, x, y, res, device, peak, rounds, steps_per_round,
                                                   results.setdefault("failed", []))  # fmt: skip
             except Exception as exc:  # a failure (compile, out of memory) costs this row, not the run
                 traceback.print_exc()
                 results.setdefault("failed", []).append(
-                    f"{preset} {'compile' if compiled else 'eager'}: {type(exc).__name__}: {exc}"[:300])
+                    f"{preset} {mode}: {type(exc).__name__}: {exc}"[:300])
             if on_row is not None:
                 on_row(results)
             if device == "cuda":
                 torch.cuda.empty_cache()
-            print(f"[{time.perf_counter() - started:6.1f}s] {preset} {'compile' if compiled else 'eager'} done",
-                  flush=True)  # fmt: skip
+            print(f"[{time.perf_counter() - started:6.1f}s] {preset} {mode} done", flush=True)
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     return results
 
@@ -296,6 +324,8 @@ def main() -> None:
     parser.add_argument("--update", type=Path, help="BENCHMARKS.md whose GPU section to replace")
     parser.add_argument("--budget-seconds", type=float, default=240.0)
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run that checks the script itself")
+    parser.add_argument("--profile", nargs="*", metavar="PRESET:DISPATCH:MODE",
+                        help="only profile these variants (e.g. moepot-ti:grouped:compile) into OUT/gpu_profile.txt")  # fmt: skip
     args = parser.parse_args()
 
     def save(results: dict) -> None:
@@ -304,9 +334,27 @@ def main() -> None:
             (args.out / "gpu_train_step.json").write_text(json.dumps(results, indent=2))
             (args.out / "gpu_train_step.md").write_text(markdown(results) + "\n")
 
+    if args.profile:
+        device = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: a tiny check of the script
+        batch, res = (20, 128) if device == "cuda" else (2, 32)
+        gen = torch.Generator(device=device).manual_seed(0)
+        x = torch.randn(batch, res, res, T_IN, CHANNELS, device=device, generator=gen)
+        y = torch.randn(batch, res, res, 1, CHANNELS, device=device, generator=gen)
+        for spec in args.profile:
+            preset, dispatch, mode = spec.split(":")
+            try:
+                text = profile_steps(preset, dispatch, mode, x, y, res)
+            except Exception as exc:
+                text = f"## {spec}: failed: {type(exc).__name__}: {exc}"[:400]
+            print(text, flush=True)
+            if args.out:
+                args.out.mkdir(parents=True, exist_ok=True)
+                with open(args.out / "gpu_profile.txt", "a") as f:
+                    f.write(text + "\n")
+        return
     if args.smoke:
         results = run(args.budget_seconds, device="cpu", res=32, batch=2, presets=("moepot-ti",),
-                      modes=(False, True), rounds=1, steps_per_round=1, peak_n=256, on_row=save)  # fmt: skip
+                      modes=("eager", "compile"), rounds=1, steps_per_round=1, peak_n=256, on_row=save)  # fmt: skip
     else:
         results = run(args.budget_seconds, on_row=save)
     save(results)
