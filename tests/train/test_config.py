@@ -560,3 +560,11 @@ def test_every_key_is_documented():
     missing = [key for key in [*KNOWN_KEYS, *IGNORED_ORIGINAL_KEYS] if f"`{key}`" not in docs]
     assert not missing, f"keys missing from docs/configs.md: {missing}"
     assert all(f"`{name}`" in docs for name in list_presets())
+
+
+def test_compile_mode_needs_compile():
+    message = config_error({"train_paths": ["ns2d_fno_1e-5"], "compile_mode": "reduce-overhead"})
+    assert "compile_mode = 'reduce-overhead' needs compile: true" in message
+    assert "'max-autotune'" in config_error({"train_paths": ["ns2d_fno_1e-5"], "compile": True, "compile_mode": "fast"})
+    cfg = TrainConfig.from_dict({"train_paths": ["ns2d_fno_1e-5"], "compile": True, "compile_mode": "Reduce-Overhead"})
+    assert cfg.compile_mode == "reduce-overhead"

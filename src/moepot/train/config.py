@@ -181,6 +181,10 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0)
     amp: Literal["none", "bf16"] = "none"
     compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "default",
+        description="torch.compile's mode; reduce-overhead adds CUDA graphs (GPU, with expert_dispatch: grouped)",
+    )
 
     # --- fine-tuning ---
     resume_path: str | None = Field(None, description="checkpoint to start from (official or ours)")
@@ -272,7 +276,9 @@ class TrainConfig(BaseModel):
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"unknown model{hint}; expected one of {', '.join(allowed)}")
 
-    @field_validator("lr_method", "opt", "amp", "temperature_decay", "expert_dispatch", "time_agg", mode="before")
+    @field_validator(
+        "lr_method", "opt", "amp", "temperature_decay", "expert_dispatch", "time_agg", "compile_mode", mode="before"
+    )
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -343,6 +349,8 @@ class TrainConfig(BaseModel):
                     f"data_weights has {len(self.data_weights)} values but train_paths lists {n} datasets; "
                     "give one weight per dataset (or one for equal weights)"
                 )
+        if self.compile_mode != "default" and not self.compile:
+            raise ValueError(f"compile_mode = {self.compile_mode!r} needs compile: true")
         if self.T_ar % self.T_bundle:
             raise ValueError(f"T_ar = {self.T_ar} must be a multiple of T_bundle = {self.T_bundle}")
         if self.lr_method == "cycle" and not 0 < self.warmup_epochs < self.epochs:

@@ -260,7 +260,7 @@ def _train_locked(
 
     model = dist_utils.wrap_model(raw_model, info)
     if config.compile:
-        model = torch.compile(model)
+        model = torch.compile(model, mode=None if config.compile_mode == "default" else config.compile_mode)
     autocast = (
         torch.autocast(device_type=info.device.type, dtype=torch.bfloat16)
         if config.amp == "bf16"
@@ -341,6 +341,8 @@ def _train_locked(
             # buffers (BatchNorm statistics, MoE temperatures) change in the forward: kept to undo a skipped step
             buffers_before = {name: b.detach().clone() for name, b in raw_model.named_buffers()}
             train_mask = mask.amax(dim=(1, 2), keepdim=True) if mask_channels else None  # [B, 1, 1, 1, C]
+            if config.compile:  # a new iteration: CUDA graphs (reduce-overhead) may reuse the last one's outputs
+                torch.compiler.cudagraph_mark_step_begin()
 
             # ---- forward: autoregressive bundles, gradients through the rollout
             sample_loss = x.new_zeros(x.shape[0])  # [B], summed over the bundles
