@@ -1,10 +1,12 @@
 """GPU training-step benchmark: MoE-POT-Ti and -S, res 128, batch 20, bf16, by expert dispatch.
 
     python -m benchmarks.gpu_train_step [--out DIR] [--update BENCHMARKS.md] [--budget-seconds 240]
+    python -m benchmarks.gpu_train_step --out DIR --profile moepot-ti:grouped:compile moepot-ti:sparse:eager
 
 For each model (Ti, S), expert dispatch (sparse: each chosen expert runs once on its own
 samples; grouped: the same as one grouped matmul with static shapes; dense: the original's
-every expert on every sample; eager mode only) and mode (eager, ``torch.compile``) it times full
+every expert on every sample; eager mode only) and mode (eager, ``torch.compile``, and
+``cudagraphs``: ``torch.compile(mode="reduce-overhead")``, which adds CUDA graphs) it times full
 training steps (bf16 autocast forward, relative-L2 + 0.1 x balance loss, backward, fused AdamW)
 with CUDA events, alternating the variants in rounds; in eager mode also the same model run in the
 original's formulation (:mod:`benchmarks.original_formulation`). It reports the median step
