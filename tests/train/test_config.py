@@ -568,3 +568,17 @@ def test_compile_mode_needs_compile():
     assert "'max-autotune'" in config_error({"train_paths": ["ns2d_fno_1e-5"], "compile": True, "compile_mode": "fast"})
     cfg = TrainConfig.from_dict({"train_paths": ["ns2d_fno_1e-5"], "compile": True, "compile_mode": "Reduce-Overhead"})
     assert cfg.compile_mode == "reduce-overhead"
+
+
+@pytest.mark.parametrize("preset", ["pretrain_moepot_ti", "pretrain_moepot_s", "pretrain_moepot_m"])
+def test_the_gpu_overrides_in_the_presets_comments_are_valid(preset):
+    """The presets' comments suggest ``--set`` overrides for GPUs; they must load as written."""
+    import re
+    from importlib.resources import files
+
+    path = files("moepot.configs") / f"{preset}.yaml"
+    suggestion = [line for line in path.read_text().splitlines() if line.startswith("#   --set ")]
+    overrides = re.findall(r"--set (\S+)", "\n".join(suggestion))
+    assert len(overrides) == 5
+    (cfg,) = load_config(str(path), overrides)
+    assert (cfg.expert_dispatch, cfg.amp, cfg.compile, cfg.compile_mode) == ("grouped", "bf16", True, "reduce-overhead")
