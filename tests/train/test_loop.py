@@ -9,7 +9,7 @@ import pytest
 import torch
 from tiny_run import tiny_config
 
-from moepot.errors import CheckpointError
+from moepot.errors import CheckpointError, ConfigError
 from moepot.train import checkpoint as ckpt
 from moepot.train.checkpoint import RunLock, load_checkpoint
 from moepot.train.config import TrainConfig
@@ -156,6 +156,20 @@ def test_a_compiled_run_trains_like_an_eager_one(data_root, tmp_path, monkeypatc
         if key.endswith(before_batchnorm):
             continue
         torch.testing.assert_close(compiled[key], value, rtol=1e-3, atol=1e-5, msg=lambda m, key=key: f"{key}: {m}")
+
+
+def test_a_model_that_does_not_compile_is_a_config_error(data_root, tmp_path, monkeypatch):
+    """A compiler failure (here a backend that refuses every graph, as Inductor's C++ code
+    generator does for MoE-POT under CPU bf16) names the option instead of a compiler traceback."""
+    compile_for_real = torch.compile
+
+    def refuse(graph, example_inputs):
+        raise RuntimeError("no kernel for this graph")
+
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: compile_for_real(model, backend=refuse))
+    cfg = tiny_config(data_root, model="moepot", epochs=2, warmup_epochs=1, max_steps=2, compile=True)
+    with pytest.raises(ConfigError, match=r"compile: true .*could not compile the model on cpu.*no kernel for this"):
+        train(cfg, run_dir=tmp_path / "run", progress=False)
 
 
 def test_the_grouped_dispatch_trains_like_the_sparse_one(data_root, tmp_path):

@@ -42,6 +42,7 @@ from torch import nn
 from moepot.errors import CheckpointError, ConfigError, MoepotError
 from moepot.eval.metrics import relative_l2
 from moepot.eval.rollout import slide_window
+from moepot.models.base import ModelOutput
 from moepot.train import distributed as dist_utils
 from moepot.train.checkpoint import (
     CheckpointManager,
@@ -138,6 +139,21 @@ def train(
             )
     finally:
         lock.release()
+
+
+def _forward(model: nn.Module, x: torch.Tensor, config: TrainConfig) -> ModelOutput:
+    """``model(x)``; a model that ``torch.compile`` cannot compile is a :class:`ConfigError`
+    naming the option (not a compiler traceback)."""
+    try:
+        return model(x)
+    except torch._dynamo.exc.BackendCompilerFailed as exc:  # raised only by a compiled model
+        cause = getattr(exc, "inner_exception", None) or exc  # what the compiler backend raised
+        first_line = (str(cause).strip().splitlines() or [""])[0][:300]
+        raise ConfigError(
+            f"compile: true (compile_mode {config.compile_mode!r}, amp {config.amp!r}): torch.compile could not "
+            f"compile the model on {x.device.type} ({type(cause).__name__}: {first_line}); train with "
+            "compile: false (docs/training.md, 'Flags', lists the known cases)"
+        ) from exc
 
 
 def _train_locked(
@@ -356,7 +372,7 @@ def _train_locked(
                         x = x + config.noise_scale * scale * torch.randn(
                             x.shape, generator=noise, device=x.device, dtype=x.dtype
                         )
-                    out = model(x)
+                    out = _forward(model, x, config)
                     sample_loss = sample_loss + relative_l2(out.pred.float(), target.float(), train_mask)
                     aux_sum = aux_sum + out.aux_loss.float()
                     if config.n_cls_loss_weight > 0:
