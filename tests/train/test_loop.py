@@ -129,6 +129,23 @@ def test_wall_clock_budget_stops_after_the_current_step_with_eval_and_checkpoint
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 1
 
 
+def test_tensorboard_gets_the_losses_and_the_throughput(data_root, tmp_path):
+    """The scalars in the run's TensorBoard file are the run's own losses, and a positive
+    samples/s per step (read back with TensorBoard's own event reader)."""
+    pytest.importorskip("tensorboard")  # the ``train`` extra
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny_config(data_root, model="dpot", epochs=2, warmup_epochs=1, max_steps=4, use_writer=True)
+    result = train(cfg, run_dir=tmp_path / "run", progress=False)
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    losses = events.Scalars("train/loss")
+    assert [e.step for e in losses] == [1, 2, 3, 4]
+    assert [e.value for e in losses] == pytest.approx(result.losses, rel=1e-6)
+    throughput = events.Scalars("train/samples_per_s")
+    assert len(throughput) == 4 and all(0 < e.value < float("inf") for e in throughput)
+
+
 def test_a_compiled_run_trains_like_an_eager_one(data_root, tmp_path, monkeypatch):
     """``compile: true`` with its ``compile_mode`` reaches ``torch.compile``, and the compiled
     run gives the eager run's losses and weights (compiled with the ``aot_eager`` backend: graph

@@ -348,6 +348,7 @@ def _train_locked(
         persistent_workers=config.num_workers > 0,
         drop_last=True,
     )
+    last_step_end = time.perf_counter()  # throughput: wall time between steps, data loading included
     while not done:
         train_set.set_epoch(epoch)
         sampler.set_epoch(epoch)
@@ -416,9 +417,12 @@ def _train_locked(
             # ---- bookkeeping (rank 0 writes; the loss is averaged over ranks)
             per_sample = dist_utils.all_reduce_mean(loss_sum.detach() / (x.shape[0] * n_bundles), info).item()
             result.losses.append(per_sample)
+            now = time.perf_counter()
+            samples_per_s = x.shape[0] * info.world_size / max(now - last_step_end, 1e-9)  # all ranks
+            last_step_end = now
             if info.is_main:
                 lr = optimizer.param_groups[0]["lr"]
-                logger.scalars({"train/loss": per_sample, "train/lr": lr}, step)
+                logger.scalars({"train/loss": per_sample, "train/lr": lr, "train/samples_per_s": samples_per_s}, step)
                 for d in dataset_index.reshape(-1).unique().tolist():  # this rank's samples
                     chosen = sample_loss.detach()[dataset_index.reshape(-1) == d] / n_bundles
                     logger.scalar(f"train/loss/{train_names[d]}", chosen.mean().item(), step)
@@ -427,6 +431,7 @@ def _train_locked(
                 bar.set_postfix(loss=f"{per_sample:.4g}", lr=f"{lr:.2e}")
             if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
                 last_good = result.checkpoint = save()
+                last_step_end = time.perf_counter()
             if stop_after_steps is not None and step >= stop_after_steps:
                 bar.close()
                 logger.close()
@@ -447,6 +452,7 @@ def _train_locked(
             elif not done and epoch % config.eval_every_epochs == 0:
                 best_metric = _eval_and_save(evaluate, logger, result, step, epoch, best_metric, save)
                 last_good = result.checkpoint or last_good
+                last_step_end = time.perf_counter()
 
     # ---------------------------------------------------------------- end: evaluate and checkpoint
     bar.close()
