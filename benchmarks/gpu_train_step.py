@@ -99,9 +99,10 @@ class Variant:
         self.model = model
         if dispatch == "original":
             self.forward = functools.partial(original_forward, model)
+        elif mode == "eager":
+            self.forward = model
         else:
-            self.forward = {"eager": model, "compile": torch.compile(model),
-                            "cudagraphs": torch.compile(model, mode="reduce-overhead")}[mode]  # fmt: skip
+            self.forward = torch.compile(model, mode="reduce-overhead" if mode == "cudagraphs" else None)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
         self.times: list[float] = []
 
