@@ -144,6 +144,9 @@ def test_tensorboard_gets_the_losses_and_the_throughput(data_root, tmp_path):
     assert [e.value for e in losses] == pytest.approx(result.losses, rel=1e-6)
     throughput = events.Scalars("train/samples_per_s")
     assert len(throughput) == 4 and all(0 < e.value < float("inf") for e in throughput)
+    # the rate each step used: one-cycle starts at lr / 1e4 and ends near lr / 1e8, not past it
+    rates = [e.value for e in events.Scalars("train/lr")]
+    assert rates[0] == pytest.approx(cfg.lr / 1e4) and rates[-1] < rates[1]
 
 
 def test_a_compiled_run_trains_like_an_eager_one(data_root, tmp_path, monkeypatch):

@@ -408,6 +408,7 @@ def _train_locked(
                     bad_streak = 0
                 continue
             bad_streak = 0
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (logged below)
             optimizer.step()
             scheduler.step()
             if config.temperature_decay == "step" and hasattr(raw_model, "step_temperature"):
@@ -421,7 +422,6 @@ def _train_locked(
             samples_per_s = x.shape[0] * info.world_size / max(now - last_step_end, 1e-9)  # all ranks
             last_step_end = now
             if info.is_main:
-                lr = optimizer.param_groups[0]["lr"]
                 logger.scalars({"train/loss": per_sample, "train/lr": lr, "train/samples_per_s": samples_per_s}, step)
                 for d in dataset_index.reshape(-1).unique().tolist():  # this rank's samples
                     chosen = sample_loss.detach()[dataset_index.reshape(-1) == d] / n_bundles
