@@ -22,6 +22,11 @@ measured on the card itself (8192^3 bf16 matmul on random data, median of 10). E
 decays the router temperature once per optimizer step (``temperature_decay="step"``: the same
 arithmetic as the original's per-forward decay, without a graph break under compile).
 
+Right after its timing, MoE-POT-S's grouped CUDA-graphs step and sparse eager step are
+profiled (``gpu_profile.txt``: GPU busy time against wall time, the top kernels); last, if the
+budget allows, the grouped eager step of MoE-POT-S is timed at batch 20, 80 and 160 (a second
+table: how the MFU grows once the batch fills the card).
+
 Before timing, a check on the card itself: on one MoE layer of the S width, the grouped and
 sparse dispatches (bf16 autocast, same weights and features, hence the same routing) must agree
 in output and expert gradients, and experts no sample chose must get exactly zero gradient
@@ -170,10 +175,12 @@ def grouped_check(dim: int, batch: int, grid: int, device: str) -> dict:
 
 
 def measure_preset(preset: str, mode: str, x: torch.Tensor, y: torch.Tensor, res: int, device: str,
-                 peak: float, rounds: int, steps_per_round: int, failures: list[str]) -> list[dict]:
+                 peak: float, rounds: int, steps_per_round: int, failures: list[str],
+                 profiles: dict[str, str] | None = None, profile_dispatches: tuple[str, ...] = ()) -> list[dict]:
     """The dispatches of ``preset`` (and in eager mode the original formulation) timed
     alternately; one result row each. A variant other than sparse that fails is appended to
-    ``failures`` and left out."""
+    ``failures`` and left out. The variants in ``profile_dispatches`` are then profiled
+    (:func:`profile_variant`, already compiled and warm) into ``profiles``."""
     flops = count_step_flops(preset, x, y, res)
     with torch.device("meta"):
         params = count_parameters(build_model(preset, img_size=res))
@@ -198,6 +205,9 @@ def measure_preset(preset: str, mode: str, x: torch.Tensor, y: torch.Tensor, res
         for v in variants:
             v.timed_steps(x, y, steps_per_round)
     medians = {v.dispatch: statistics.median(v.times) for v in variants}
+    for v in variants:
+        if v.dispatch in profile_dispatches and profiles is not None:
+            profiles[f"{preset} {v.dispatch} {mode}"] = profile_variant(v, x, y)
     batch = x.shape[0]
     return [{
         "model": preset, "dispatch": v.dispatch, "mode": mode,
@@ -209,17 +219,13 @@ def measure_preset(preset: str, mode: str, x: torch.Tensor, y: torch.Tensor, res
     } for v in variants]  # fmt: skip
 
 
-def profile_steps(preset: str, dispatch: str, mode: str, x: torch.Tensor, y: torch.Tensor, res: int,
-                  steps: int = 5) -> str:
-    """Where a training step's time goes: ``torch.profiler`` over ``steps`` warm steps; the GPU's
-    busy time (the kernels' own time) against the wall time, and the kernels taking the most."""
+def profile_variant(variant: Variant, x: torch.Tensor, y: torch.Tensor, steps: int = 5) -> str:
+    """Where a warm variant's training step goes: ``torch.profiler`` over ``steps`` steps; the
+    GPU's busy time (the kernels' own time) against the wall time, and the kernels taking the most."""
     from torch.profiler import ProfilerActivity, profile
 
     device = x.device.type
     sync = torch.cuda.synchronize if device == "cuda" else lambda: None
-    variant = Variant(preset, dispatch, mode, res, device)
-    for _ in range(3):
-        variant.step(x, y)
     sync()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=activities) as prof:
@@ -231,8 +237,44 @@ def profile_steps(preset: str, dispatch: str, mode: str, x: torch.Tensor, y: tor
     kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
     busy = sum(e.self_device_time_total for e in kernels) / 1e6 / steps
     table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=20, max_name_column_width=60)
-    return (f"## {preset} {dispatch} {mode}: wall {wall * 1e3:.2f} ms/step, GPU busy {busy * 1e3:.2f} ms/step "
-            f"({100 * busy / wall:.0f}%), {sum(e.count for e in kernels) / steps:.0f} kernel launches/step\n\n{table}\n")  # fmt: skip
+    return (f"## {variant.preset} {variant.dispatch} {variant.mode}, batch {x.shape[0]}: wall {wall * 1e3:.2f} "
+            f"ms/step, GPU busy {busy * 1e3:.2f} ms/step ({100 * busy / wall:.0f}%), "
+            f"{sum(e.count for e in kernels) / steps:.0f} kernels/step\n\n{table}\n")  # fmt: skip
+
+
+def profile_steps(preset: str, dispatch: str, mode: str, x: torch.Tensor, y: torch.Tensor, res: int,
+                  steps: int = 5) -> str:
+    """:func:`profile_variant` of a new variant, after 3 warm-up steps."""
+    variant = Variant(preset, dispatch, mode, res, x.device.type)
+    for _ in range(3):
+        variant.step(x, y)
+    return profile_variant(variant, x, y, steps)
+
+
+def batch_scaling(preset: str, dispatch: str, mode: str, batches: tuple[int, ...], res: int, device: str,
+                  peak: float, flops_per_sample: float, steps: int = 6) -> list[dict]:
+    """Step time and MFU of one variant at growing batch sizes (a model too small to fill the
+    card at batch 20 shows here how far the GPU work itself is from the peak); FLOPs scale
+    with the batch (every sample runs the same number of experts)."""
+    variant = Variant(preset, dispatch, mode, res, device)
+    rows = []
+    for batch in batches:
+        gen = torch.Generator(device=device).manual_seed(batch)
+        x = torch.randn(batch, res, res, T_IN, CHANNELS, device=device, generator=gen)
+        y = torch.randn(batch, res, res, 1, CHANNELS, device=device, generator=gen)
+        try:
+            for _ in range(2):
+                variant.step(x, y)
+            variant.times = []
+            variant.timed_steps(x, y, steps)
+        except torch.OutOfMemoryError:
+            rows.append({"batch": batch, "failed": "out of memory"})
+            break
+        step_s = statistics.median(variant.times)
+        rows.append({"model": preset, "dispatch": dispatch, "mode": mode, "batch": batch,
+                     "step_ms": round(step_s * 1e3, 2), "samples_per_s": round(batch / step_s, 1),
+                     "mfu_percent": round(100 * flops_per_sample * batch / step_s / (peak * 1e12), 1)})  # fmt: skip
+    return rows
 
 
 def run(
@@ -246,10 +288,16 @@ def run(
     rounds: int = 3,
     steps_per_round: int = 4,
     peak_n: int = 8192,
+    profile: tuple[tuple[str, str, str], ...] = (("moepot-s", "grouped", "cudagraphs"), ("moepot-s", "sparse", "eager")),
+    scaling: tuple[str, str, str, tuple[int, ...]] | None = ("moepot-s", "grouped", "eager", (20, 80, 160)),
     on_row: Callable[[dict], None] | None = None,
 ) -> dict:
     """Time every (mode, preset) within ``budget_seconds``; ``on_row(results)`` after each
-    (to save partial results: a run cut short by the device's time limit keeps what it measured)."""
+    (to save partial results: a run cut short by the device's time limit keeps what it measured).
+
+    ``profile``: (preset, dispatch, mode) variants profiled right after their timing
+    (``results["profiles"]``); ``scaling``: (preset, dispatch, mode, batches) timed at growing
+    batch sizes last, if the budget allows (``results["batch_scaling"]``)."""
     started = time.perf_counter()
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -272,8 +320,10 @@ def run(
                 results.setdefault("skipped", []).append(f"{preset} {mode}")
                 continue
             try:
+                to_profile = tuple(d for p, d, m in profile if (p, m) == (preset, mode))
                 results["rows"] += measure_preset(preset, mode, x, y, res, device, peak, rounds, steps_per_round,
-                                                  results.setdefault("failed", []))  # fmt: skip
+                                                  results.setdefault("failed", []),
+                                                  results.setdefault("profiles", {}), to_profile)  # fmt: skip
             except Exception as exc:  # a failure (compile, out of memory) costs this row, not the run
                 traceback.print_exc()
                 results.setdefault("failed", []).append(
@@ -283,6 +333,18 @@ def run(
             if device == "cuda":
                 torch.cuda.empty_cache()
             print(f"[{time.perf_counter() - started:6.1f}s] {preset} {mode} done", flush=True)
+    if scaling is not None:
+        preset, dispatch, mode, batches = scaling
+        flops = [r["model_tflop_per_step"] * 1e12 / batch for r in results["rows"] if r["model"] == preset]
+        if time.perf_counter() - started > budget_seconds or not flops:
+            results.setdefault("skipped", []).append(f"batch scaling of {preset}")
+        else:
+            try:
+                results["batch_scaling"] = batch_scaling(preset, dispatch, mode, batches, res, device, peak, flops[0])
+            except Exception as exc:
+                traceback.print_exc()
+                results.setdefault("failed", []).append(f"batch scaling: {type(exc).__name__}: {exc}"[:300])
+            print(f"[{time.perf_counter() - started:6.1f}s] batch scaling done", flush=True)
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     return results
 
@@ -299,6 +361,14 @@ def markdown(results: dict) -> str:
     for r in results["rows"]:
         lines.append(f"| {r['model']} | {r['dispatch']} | {r['mode']} | {r['step_ms']} | {r['samples_per_s']} | "
                      f"{r['model_tflop_per_step']} | {r['mfu_percent']} | {r['sparse_over_this']} |")  # fmt: skip
+    if results.get("batch_scaling"):
+        lines += ["", "| model | experts | mode | batch | step (ms) | samples/s | MFU % |", "|---|---|---|---|---|---|---|"]
+        for r in results["batch_scaling"]:
+            if "failed" in r:
+                lines.append(f"| | | | {r['batch']} | {r['failed']} | | |")
+            else:
+                lines.append(f"| {r['model']} | {r['dispatch']} | {r['mode']} | {r['batch']} | {r['step_ms']} | "
+                             f"{r['samples_per_s']} | {r['mfu_percent']} |")  # fmt: skip
     check = results.get("grouped_check")
     if check:
         lines.append(f"\nGrouped against sparse dispatch on this device (bf16, one training step): {check}")
@@ -336,6 +406,8 @@ def main() -> None:
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "gpu_train_step.json").write_text(json.dumps(results, indent=2))
             (args.out / "gpu_train_step.md").write_text(markdown(results) + "\n")
+            if results.get("profiles"):
+                (args.out / "gpu_profile.txt").write_text("\n".join(results["profiles"].values()))
 
     if args.profile:
         device = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: a tiny check of the script
@@ -357,7 +429,9 @@ def main() -> None:
         return
     if args.smoke:
         results = run(args.budget_seconds, device="cpu", res=32, batch=2, presets=("moepot-ti",),
-                      modes=("eager", "compile"), rounds=1, steps_per_round=1, peak_n=256, on_row=save)  # fmt: skip
+                      modes=("eager", "compile"), rounds=1, steps_per_round=1, peak_n=256,
+                      profile=(("moepot-ti", "grouped", "eager"),), scaling=("moepot-ti", "grouped", "eager", (2, 4)),
+                      on_row=save)  # fmt: skip
     else:
         results = run(args.budget_seconds, on_row=save)
     save(results)
