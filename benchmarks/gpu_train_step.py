@@ -86,6 +86,14 @@ def matmul_peak_tflops(device: str, n: int = 8192, reps: int = 10) -> float:
     return 2 * n**3 / statistics.median(times) / 1e12
 
 
+def random_batch(batch: int, res: int, device: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs [B, X, Y, T_in, C] and targets [B, X, Y, 1, C] drawn from N(0, 1)."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn(batch, res, res, T_IN, CHANNELS, device=device, generator=gen)
+    y = torch.randn(batch, res, res, 1, CHANNELS, device=device, generator=gen)
+    return x, y
+
+
 def training_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The training loop's loss without the balance term: the per-sample relative L2
     (:func:`moepot.eval.metrics.relative_l2`, in float32) summed over the batch."""
@@ -259,9 +267,7 @@ def batch_scaling(preset: str, dispatch: str, mode: str, batches: tuple[int, ...
     variant = Variant(preset, dispatch, mode, res, device)
     rows = []
     for batch in batches:
-        gen = torch.Generator(device=device).manual_seed(batch)
-        x = torch.randn(batch, res, res, T_IN, CHANNELS, device=device, generator=gen)
-        y = torch.randn(batch, res, res, 1, CHANNELS, device=device, generator=gen)
+        x, y = random_batch(batch, res, device, seed=batch)
         try:
             for _ in range(2):
                 variant.step(x, y)
@@ -309,9 +315,7 @@ def run(
     name = torch.cuda.get_device_name() if device == "cuda" else device
     results: dict = {"device": name, "torch": torch.__version__,
                      "peak_bf16_tflops": round(peak, 1), "res": res, "batch": batch, "rows": []}  # fmt: skip
-    gen = torch.Generator(device=device).manual_seed(0)
-    x = torch.randn(batch, res, res, T_IN, CHANNELS, device=device, generator=gen)
-    y = torch.randn(batch, res, res, 1, CHANNELS, device=device, generator=gen)
+    x, y = random_batch(batch, res, device, seed=0)
     try:
         results["grouped_check"] = grouped_check(1024, min(batch, 4), res // 8, device)
     except Exception as exc:
@@ -416,9 +420,7 @@ def main() -> None:
     if args.profile:
         device = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: a tiny check of the script
         batch, res = (20, 128) if device == "cuda" else (2, 32)
-        gen = torch.Generator(device=device).manual_seed(0)
-        x = torch.randn(batch, res, res, T_IN, CHANNELS, device=device, generator=gen)
-        y = torch.randn(batch, res, res, 1, CHANNELS, device=device, generator=gen)
+        x, y = random_batch(batch, res, device, seed=0)
         for spec in args.profile:
             preset, dispatch, mode = spec.split(":")
             try:

@@ -258,16 +258,14 @@ class AFNO2D(nn.Module):
             with full_precision:
                 out = torch.cat([out.real, out.imag], dim=1).float()  # [B, 2M, D]
                 mixed = torch.matmul(inverse, out).reshape(b, nx, ny, d)
-        elif torch.compiler.is_compiling():
-            # no complex tensor between the transforms (see mix_corner_real)
-            corner = torch.fft.rfft2(field, dim=(1, 2), norm="ortho")[:, :mx, :my]  # [B, mx, my, D]
-            re, im = self.mix_corner_real(corner.real.reshape(b, mx * my, d), corner.imag.reshape(b, mx * my, d))
-            out = torch.complex(re.float(), im.float()).reshape(b, mx, my, d)
-            mixed = torch.fft.irfft2(out, s=(nx, ny), dim=(1, 2), norm="ortho")
         else:
-            corner = torch.fft.rfft2(field, dim=(1, 2), norm="ortho")[:, :mx, :my]  # [B, mx, my, D]
-            out = self.mix_corner(corner.reshape(b, mx * my, d)).reshape(b, mx, my, d)
+            corner = torch.fft.rfft2(field, dim=(1, 2), norm="ortho")[:, :mx, :my].reshape(b, mx * my, d)
+            if torch.compiler.is_compiling():  # no complex tensor between the transforms
+                re, im = self.mix_corner_real(corner.real, corner.imag)
+                out = torch.complex(re.float(), im.float())
+            else:
+                out = self.mix_corner(corner).to(corner.dtype)
             # irfft2 zero-pads the corner to the (X, Y//2+1) spectrum: every other mode is zero
-            mixed = torch.fft.irfft2(out.to(corner.dtype), s=(nx, ny), dim=(1, 2), norm="ortho")
+            mixed = torch.fft.irfft2(out.reshape(b, mx, my, d), s=(nx, ny), dim=(1, 2), norm="ortho")
         # h_last first: the sum takes its (channels-last) layout
         return (h_last + mixed.to(h.dtype)).permute(0, 3, 1, 2)

@@ -144,9 +144,11 @@ def train(
 def _forward(model: nn.Module, x: torch.Tensor, config: TrainConfig) -> ModelOutput:
     """``model(x)``; a model that ``torch.compile`` cannot compile is a :class:`ConfigError`
     naming the option (not a compiler traceback)."""
+    if not config.compile:  # (and torch._dynamo, 1.4 s to import, stays out of eager runs)
+        return model(x)
     try:
         return model(x)
-    except torch._dynamo.exc.BackendCompilerFailed as exc:  # raised only by a compiled model
+    except torch._dynamo.exc.BackendCompilerFailed as exc:
         cause = getattr(exc, "inner_exception", None) or exc  # what the compiler backend raised
         first_line = (str(cause).strip().splitlines() or [""])[0][:300]
         raise ConfigError(
