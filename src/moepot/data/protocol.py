@@ -31,7 +31,9 @@ from moepot.errors import DataError
 from moepot.io import atomic_path
 
 DATA_KEY = "data"
-_SAMPLE_FILE = re.compile(r"data_(0|[1-9][0-9]*)\.hdf5")
+# Root attribute in which our converters record where a file's data came from (readers ignore it)
+ORIGIN_ATTR = "moepot_origin"
+SAMPLE_FILE = re.compile(r"data_(0|[1-9][0-9]*)\.hdf5")
 
 
 def sample_file_name(index: int) -> str:
@@ -55,17 +57,30 @@ def write_single(path: str | os.PathLike, array: np.ndarray) -> Path:
     return Path(path)
 
 
-def write_sample(path: str | os.PathLike, array: np.ndarray) -> Path:
+def write_sample(path: str | os.PathLike, array: np.ndarray, origin: str | None = None) -> Path:
     """Write one trajectory of a scatter split: ``array: [X, Y, T, C]`` (3-D: ``[X, Y, Z, T, C]``).
 
     ``path`` is usually ``<split dir>/data_{i}.hdf5`` (see :func:`sample_file_name`). Stored as
     float32 in one chunk (a chunked layout makes reading a time window cheaper than the
-    contiguous one: HDF5 then copies only the window's bytes), written atomically.
+    contiguous one: HDF5 then copies only the window's bytes), written atomically. ``origin``,
+    if given, is stored in the root attribute :data:`ORIGIN_ATTR` (see :func:`read_origin`).
     """
     array = _checked_float32(array, path, min_rank=3, what="[X, Y, T(, C)]")
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset(DATA_KEY, data=array, chunks=array.shape if array.size else None)
+        if origin is not None:
+            f.attrs[ORIGIN_ATTR] = origin
     return Path(path)
+
+
+def read_origin(path: str | os.PathLike) -> str | None:
+    """The :data:`ORIGIN_ATTR` recorded in ``path``; None if it has none or is not readable HDF5."""
+    try:
+        with h5py.File(path, "r") as f:
+            origin = f.attrs.get(ORIGIN_ATTR)
+    except OSError:
+        return None
+    return origin.decode() if isinstance(origin, bytes) else origin
 
 
 class SingleWriter:
@@ -81,10 +96,12 @@ class SingleWriter:
     without an exception (otherwise nothing is left behind).
     """
 
-    def __init__(self, path: str | os.PathLike, n_samples: int, sample_shape: tuple[int, ...]):
+    def __init__(self, path: str | os.PathLike, n_samples: int, sample_shape: tuple[int, ...],
+                 origin: str | None = None):
         self.path = Path(path)
         self.n_samples = int(n_samples)
         self.sample_shape = tuple(int(s) for s in sample_shape)
+        self.origin = origin  # stored in the root attribute ORIGIN_ATTR if given
         self._written = np.zeros(self.n_samples, dtype=bool)
         self._atomic = None
         self._file: h5py.File | None = None
@@ -97,6 +114,8 @@ class SingleWriter:
         chunks = (1, *self.sample_shape) if self.n_samples else None
         self._data = self._file.create_dataset(DATA_KEY, shape=(self.n_samples, *self.sample_shape),
                                                dtype=np.float32, chunks=chunks)
+        if self.origin is not None:
+            self._file.attrs[ORIGIN_ATTR] = self.origin
         return self
 
     def write(self, index: int, sample: np.ndarray) -> None:
@@ -274,7 +293,7 @@ class SampleReader:
         if not self.path.is_dir():
             what = "a file, expected a directory" if self.path.exists() else "does not exist"
             raise DataError(f"{self.path}: scatter split directory {what} (holding data_0.hdf5, data_1.hdf5, ...)")
-        present = {int(m.group(1)) for p in self.path.iterdir() if (m := _SAMPLE_FILE.fullmatch(p.name))}
+        present = {int(m.group(1)) for p in self.path.iterdir() if (m := SAMPLE_FILE.fullmatch(p.name))}
         n = 0
         while n in present:
             n += 1

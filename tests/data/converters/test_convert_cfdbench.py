@@ -233,3 +233,23 @@ def test_folder_without_cases(tmp_path):
     (tmp_path / "raw" / "cavity").mkdir(parents=True)
     with pytest.raises(DataError, match="no case folders"):
         convert("cfdbench", tmp_path / "raw", name="cfdbench", data_root=tmp_path / "out", progress=False)
+
+
+def test_empty_npy_file_is_named(tmp_path):
+    folder = tmp_path / "raw" / "cavity" / "prop" / "case1"
+    folder.mkdir(parents=True)
+    np.save(folder / "u.npy", np.zeros((3, 4, 5)))
+    (folder / "v.npy").write_bytes(b"")  # an interrupted download
+    with pytest.raises(DataError, match=r"case1/v\.npy: not a readable \.npy"):
+        convert("cfdbench", tmp_path / "raw", name="cfdbench", data_root=tmp_path / "out", progress=False)
+
+
+@pytest.mark.parametrize("text", ["null", "3", '"vel_in"'])
+def test_case_json_that_is_not_an_object(tmp_path, text):
+    folder = tmp_path / "raw" / "tube" / "bc" / "case0"
+    folder.mkdir(parents=True)
+    np.save(folder / "u.npy", np.zeros((3, 4, 5)))
+    np.save(folder / "v.npy", np.zeros((3, 4, 5)))
+    (folder / "case.json").write_text(text)
+    with pytest.raises(DataError, match=r"case0/case\.json: holds a JSON .*expected an object"):
+        convert("cfdbench", tmp_path / "raw", name="cfdbench", data_root=tmp_path / "out", progress=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import h5py
@@ -115,6 +116,16 @@ def test_rerun_keeps_finished_files(raw, raw_dir, data_root):
     assert read(data_root / TRAIN).shape[0] == 3
 
 
+def test_rerun_with_other_raw_data_of_the_same_shape_rewrites(raw, raw_dir, data_root):
+    mat = raw.write_fno_v73(raw_dir / "v.mat")
+    convert("fno", mat, name="ns2d_fno_1e-5", data_root=data_root, n_train=4, n_test=1, progress=False)
+    with h5py.File(mat, "r+") as f:
+        f["u"][...] = 7.0
+    os.utime(mat, ns=(0, mat.stat().st_mtime_ns + 10**9))  # file systems with coarse clocks
+    convert("fno", mat, name="ns2d_fno_1e-5", data_root=data_root, n_train=4, n_test=1, progress=False)
+    assert (read(data_root / TRAIN) == 7.0).all() and (read(data_root / TEST) == 7.0).all()
+
+
 def test_too_few_samples_names_file_and_key(raw, raw_dir, data_root):
     mat = raw.write_fno_v73(raw_dir / "v.mat")
     with pytest.raises(DataError, match=r"v\.mat.*'u' holds 5 sample.*4 \+ 2"):
@@ -141,6 +152,14 @@ def test_not_a_mat_file(raw_dir, data_root):
     path = raw_dir / "notes.mat"
     path.write_text("just text")
     with pytest.raises(DataError, match=r"notes\.mat.*not a MATLAB"):
+        convert("fno", path, name="ns2d_fno_1e-5", data_root=data_root, progress=False)
+
+
+@pytest.mark.parametrize("content", [b"", b"tiny", bytes(range(200))])
+def test_short_or_random_file_is_not_a_mat_file(raw_dir, data_root, content):
+    path = raw_dir / "notes.txt"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=r"notes\.txt.*not a MATLAB"):
         convert("fno", path, name="ns2d_fno_1e-5", data_root=data_root, progress=False)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import h5py
@@ -116,11 +117,11 @@ def test_scatter_resume_writes_only_missing_files(raw, raw_dir, data_root, monke
     original_write = protocol.write_sample
     written: list[str] = []
 
-    def counting_write(path, array):
+    def counting_write(path, array, origin=None):
         if len(written) == 4 and not resumed:
             raise KeyboardInterrupt
         written.append(Path(path).name)
-        return original_write(path, array)
+        return original_write(path, array, origin)
 
     monkeypatch.setattr(protocol, "write_sample", counting_write)
     resumed = False
@@ -134,6 +135,41 @@ def test_scatter_resume_writes_only_missing_files(raw, raw_dir, data_root, monke
     assert len(written) == 10
     assert {p.name: p.stat().st_ino for p in train_dir.iterdir() if p.name in inodes} == inodes
     assert read(train_dir / "data_7.hdf5")[0, 0, 0, 0] == raw.cfd_code(0, 7, 0, 0, 0)
+
+
+def test_rerun_with_another_split_rewrites_and_drops_stale_files(raw, raw_dir, data_root):
+    """A rerun with another --n-train keeps no file of the first split: test file k is raw sample
+    n_train + k, and files beyond the new counts are gone (the reader counts files)."""
+    src = raw.write_pdebench_cfd(raw_dir / "cfd.hdf5", t=3)
+    name = "ns2d_pdb_M1_eta1e-1_zeta1e-1"
+    out = data_root / PDEBENCH / name
+    convert("pdebench-cfd", src, name=name, data_root=data_root, n_train=8, n_test=2, progress=False)
+    convert("pdebench-cfd", src, name=name, data_root=data_root, n_train=6, progress=False)
+    assert scatter_files(out / "train") == names(6) and scatter_files(out / "test") == names(4)
+    for split, index, sample in (("train", 5, 5), ("test", 0, 6), ("test", 3, 9)):
+        assert read(out / split / f"data_{index}.hdf5")[0, 0, 0, 0] == raw.cfd_code(0, sample, 0, 0, 0)
+    assert protocol.read_origin(out / "test" / "data_0.hdf5").endswith("sample 6")
+
+
+def test_rerun_with_other_raw_data_rewrites_the_files(raw, raw_dir, data_root):
+    """Other raw data at the same path (a regenerated file: other size or time) replaces the outputs."""
+    src = raw.write_pdebench_cfd(raw_dir / "cfd.hdf5", t=3)
+    name = "ns2d_pdb_M1_eta1e-1_zeta1e-1"
+    convert("pdebench-cfd", src, name=name, data_root=data_root, progress=False)
+    with h5py.File(src, "r+") as f:
+        f["Vx"][...] = -1.0
+    os.utime(src, ns=(0, src.stat().st_mtime_ns + 10**9))  # file systems with coarse clocks
+    convert("pdebench-cfd", src, name=name, data_root=data_root, progress=False)
+    out = data_root / PDEBENCH / name
+    assert read(out / "train" / "data_3.hdf5")[..., 0].max() == -1.0
+    assert read(out / "test" / "data_0.hdf5")[..., 0].max() == -1.0
+
+
+def test_n_train_beyond_the_file_names_the_file(raw, raw_dir, data_root):
+    src = raw.write_pdebench_cfd(raw_dir / "cfd.hdf5", t=3)
+    with pytest.raises(DataError, match=r"cfd\.hdf5: 'Vx' holds 10 sample.*12 \+ 0"):
+        convert("pdebench-cfd", src, name="ns2d_pdb_M1_eta1e-1_zeta1e-1", data_root=data_root, n_train=12,
+                progress=False)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,6 +206,16 @@ def test_grouped_gap_in_numbering_names_the_group(raw, raw_dir, data_root):
         f.move("0002", "0007")
     with pytest.raises(DataError, match=r"2D_rdb_NA_NA\.h5.*no group '0002'"):
         convert("pdebench-swe", src, name="swe_pdb", data_root=data_root, progress=False)
+
+
+def test_grouped_other_root_members_are_ignored(raw, raw_dir, data_root):
+    src = raw.write_pdebench_grouped(raw_dir / "2D_rdb_NA_NA.h5", n=4, data_shape=(3, 4, 5, 1))
+    with h5py.File(src, "r+") as f:
+        f.attrs["note"] = "x"
+        f["readme"] = np.zeros(3)
+    convert("pdebench-swe", src, name="swe_pdb", data_root=data_root, n_train=3, progress=False)
+    out = data_root / PDEBENCH / "swe_pdb"
+    assert scatter_files(out / "train") == names(3) and scatter_files(out / "test") == names(1)
 
 
 def test_grouped_wrong_kind_of_file(raw, raw_dir, data_root):

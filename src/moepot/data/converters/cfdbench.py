@@ -36,6 +36,7 @@ import numpy as np
 from moepot.data.converters.outputs import (
     OutputTarget,
     check_channels,
+    raw_identity,
     require_samples,
     write_single_streamed,
 )
@@ -93,7 +94,7 @@ def _frame_count(folder: Path) -> int:
             )
         try:
             shapes[key] = np.load(file, mmap_mode="r").shape
-        except ValueError as exc:
+        except (ValueError, EOFError, OSError) as exc:  # EOFError: an empty (truncated) file
             raise DataError(f"{file}: not a readable .npy array ({exc})") from exc
     if len(shapes["u"]) != 3 or shapes["u"] != shapes["v"] or shapes["u"][0] == 0:
         raise DataError(
@@ -132,6 +133,9 @@ def _read_parameters(folder: Path, problem: str) -> dict[str, float]:
         raise DataError(f"{folder}: missing case.json (needed for {problem}: {CASE_KEYS[problem]})") from exc
     except json.JSONDecodeError as exc:
         raise DataError(f"{file}: not valid JSON ({exc})") from exc
+    if not isinstance(params, dict):
+        raise DataError(f"{file}: holds a JSON {type(params).__name__}; expected an object with keys "
+                        f"{list(CASE_KEYS[problem])}")
     missing = [key for key in CASE_KEYS[problem] if key not in params]
     if missing:
         raise DataError(f"{file}: missing key(s) {missing}; {problem} cases need {list(CASE_KEYS[problem])}")
@@ -249,7 +253,12 @@ def convert_cfdbench(
         blocks = _segment_blocks(cases, size, count)
         written.append(
             write_single_streamed(
-                target.path(split), shape, blocks, desc=f"{target.name} {split}", progress=progress
+                target.path(split),
+                shape,
+                blocks,
+                f"{raw_identity(raw_path)} {split} segments 0..{count - 1} of {available}",
+                desc=f"{target.name} {split}",
+                progress=progress,
             )
         )
     return written

@@ -23,6 +23,7 @@ from moepot.data.converters.outputs import (
     block_ranges,
     check_channels,
     dataset_keys,
+    raw_identity,
     require_samples,
     write_single_streamed,
 )
@@ -80,7 +81,7 @@ def open_vorticity(raw_file: Path) -> Iterator[VorticitySource]:
 
     try:  # a v5 file is read whole: these are the old, small releases
         variables = scipy.io.loadmat(raw_file, variable_names=[VORTICITY_KEY])
-    except (scipy.io.matlab.MatReadError, ValueError, TypeError, OSError, NotImplementedError) as exc:
+    except (scipy.io.matlab.MatReadError, ValueError, TypeError, OSError, NotImplementedError, IndexError) as exc:
         raise DataError(
             f"{raw_file}: not a MATLAB .mat file readable by h5py (v7.3) or scipy (v5): {exc}"
         ) from exc
@@ -122,7 +123,10 @@ def convert_fno(
             )
             path = target.path(split)
             shape = (hi - lo, *source.sample_shape)
+            origin = f"{raw_identity(raw_path)} samples {lo}..{hi - 1} of {n}"
             written.append(
-                write_single_streamed(path, shape, blocks, desc=f"{target.name} {split}", progress=progress)
+                write_single_streamed(
+                    path, shape, blocks, origin, desc=f"{target.name} {split}", progress=progress
+                )
             )
     return written

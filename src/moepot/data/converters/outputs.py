@@ -4,12 +4,18 @@ Every converter family reads its raw layout and hands protocol-shaped arrays to 
 here, so resuming, atomicity and progress reporting live in one place:
 
 * :func:`write_scatter` writes ``data_0.hdf5, data_1.hdf5, ...`` (one trajectory each, through
-  :func:`moepot.data.protocol.write_sample`) and skips files that already exist -- each file is
-  renamed into place only once complete, so an existing one is a finished one and an interrupted
-  conversion resumes where it stopped.
+  :func:`moepot.data.protocol.write_sample`);
 * :func:`write_single_streamed` writes a whole ``[N, X, Y, T(, C)]`` split file block by block
   through :class:`moepot.data.protocol.SingleWriter` (final shape created up front, one atomic
   rename at the end), so the memory held is one block, never the whole split.
+
+Resuming: every output file records its *origin* (the raw file's name, size and modification
+time, and which raw samples it holds: :func:`raw_identity`) in the HDF5 attribute
+:data:`moepot.data.protocol.ORIGIN_ATTR`. Each file is renamed into place only once complete,
+so a rerun keeps the files whose origin is the one it would write (an interrupted conversion
+resumes where it stopped) and rewrites every other one: a rerun with another split
+(``--n-train``), other raw data, or over files of another origin replaces them, and deletes
+scatter files beyond the new count, so a split never mixes two conversions.
 """
 
 from __future__ import annotations
@@ -84,21 +90,36 @@ def require_samples(raw_file: Path, key: str, available: int, n_train: int, n_te
         )
 
 
+def raw_identity(raw_path: Path) -> str:
+    """How output files name the raw data they came from: a file's name, size and modification
+    time (so a replaced or regenerated raw file is told apart), or a folder's name."""
+    if raw_path.is_file():
+        stat = raw_path.stat()
+        return f"{raw_path.name} ({stat.st_size} bytes, mtime_ns {stat.st_mtime_ns})"
+    return f"{raw_path.name}/"
+
+
 def write_scatter(
     directory: Path,
     count: int,
     read_sample: Callable[[int], np.ndarray],
+    origin: Callable[[int], str],
     *,
     desc: str,
     progress: bool,
 ) -> list[Path]:
-    """Write trajectories ``0..count-1`` of a scatter split, skipping files that already exist.
+    """Write trajectories ``0..count-1`` of a scatter split, keeping those already written.
+
+    A file ``data_{k}.hdf5`` that already records ``origin(k)`` is kept; any other one (another
+    origin, or none: not written by a conversion of ours) is rewritten, and ``data_{k}`` files
+    with ``k >= count`` are deleted.
 
     Args:
         directory: the split directory (created if missing).
         count: number of trajectories to write.
         read_sample: ``k -> [X, Y, T, C]`` (3-D: ``[X, Y, Z, T, C]``) array of output trajectory k;
-            called only for files still missing.
+            called only for files still to write.
+        origin: ``k ->`` where trajectory k comes from (:func:`raw_identity` and its sample).
         desc: progress-bar label.
         progress: show a tqdm progress bar.
 
@@ -106,18 +127,31 @@ def write_scatter(
         The ``count`` file paths, in order.
     """
     paths = [directory / protocol.sample_file_name(k) for k in range(count)]  # data_{k}.hdf5
-    missing = [k for k, path in enumerate(paths) if not path.exists()]
-    if len(missing) < count:
-        logger.info("%s: %d of %d files already written, resuming", desc, count - len(missing), count)
+    todo = [k for k, path in enumerate(paths) if not path.exists() or protocol.read_origin(path) != origin(k)]
+    kept = count - len(todo)
+    replaced = sum(paths[k].exists() for k in todo)
+    if kept:
+        logger.info("%s: %d of %d files already written, resuming", desc, kept, count)
+    if replaced:
+        logger.warning("%s: replacing %d file(s) written from other raw data or another split", desc, replaced)
     directory.mkdir(parents=True, exist_ok=True)
-    for k in tqdm(missing, desc=desc, unit="sample", disable=not progress):
-        protocol.write_sample(paths[k], np.asarray(read_sample(k), dtype=np.float32))
+    beyond = sorted(
+        (p for p in directory.iterdir() if (m := protocol.SAMPLE_FILE.fullmatch(p.name)) and int(m[1]) >= count),
+        key=lambda p: int(protocol.SAMPLE_FILE.fullmatch(p.name)[1]),
+    )
+    if beyond:
+        logger.warning("%s: deleting %d file(s) beyond the %d of this split (%s ...)", desc, len(beyond),
+                       count, beyond[0].name)
+        for path in beyond:
+            path.unlink()
+    for k in tqdm(todo, desc=desc, unit="sample", disable=not progress):
+        protocol.write_sample(paths[k], np.asarray(read_sample(k), dtype=np.float32), origin=origin(k))
     return paths
 
 
-def single_file_complete(path: Path, shape: tuple[int, ...]) -> bool:
-    """True when ``path`` already holds a protocol ``data`` dataset of exactly ``shape``."""
-    if not path.is_file():
+def single_file_complete(path: Path, shape: tuple[int, ...], origin: str) -> bool:
+    """True when ``path`` already holds a protocol ``data`` dataset of exactly ``shape``, from ``origin``."""
+    if not path.is_file() or protocol.read_origin(path) != origin:
         return False
     try:
         with h5py.File(path, "r") as f:
@@ -130,6 +164,7 @@ def write_single_streamed(
     path: Path,
     shape: tuple[int, ...],
     blocks: Iterable[tuple[int, np.ndarray]],
+    origin: str,
     *,
     desc: str,
     progress: bool,
@@ -138,22 +173,25 @@ def write_single_streamed(
 
     Uses :class:`moepot.data.protocol.SingleWriter`: the dataset is created with its final
     ``shape`` and filled sample by sample inside one atomic write, so only one block is in memory
-    and a killed process leaves no partial file. A file that already has ``shape`` is kept (a
-    finished earlier run).
+    and a killed process leaves no partial file. A file that already has ``shape`` and records
+    ``origin`` is kept (a finished earlier run); any other one is replaced.
 
     Args:
         path: output file.
         shape: ``[N, X, Y, T]`` or ``[N, X, Y, T, C]``.
         blocks: ``(start, block)`` pairs, ``block: [b, *shape[1:]]`` going to samples
             ``start .. start + b - 1``; together they must cover all N samples.
+        origin: where the split comes from (:func:`raw_identity` and its samples).
         desc: progress-bar label.
         progress: show a tqdm progress bar.
     """
-    if single_file_complete(path, shape):
+    if single_file_complete(path, shape, origin):
         logger.info("%s: %s already written, skipping", desc, path)
         return path
+    if path.exists():
+        logger.warning("%s: replacing %s (written from other raw data or another split)", desc, path)
     with (
-        protocol.SingleWriter(path, n_samples=shape[0], sample_shape=shape[1:]) as writer,
+        protocol.SingleWriter(path, n_samples=shape[0], sample_shape=shape[1:], origin=origin) as writer,
         tqdm(total=shape[0], desc=desc, unit="sample", disable=not progress) as bar,
     ):
         for start, block in blocks:

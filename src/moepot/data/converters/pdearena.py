@@ -26,6 +26,7 @@ from moepot.data.converters.outputs import (
     OutputTarget,
     check_channels,
     dataset_keys,
+    raw_identity,
     require_samples,
     write_scatter,
 )
@@ -78,6 +79,7 @@ def _write_splits(
             target.path(split),
             count,
             lambda k, sources=sources: read_sample(sources[k]),
+            lambda k, sources=sources: f"{raw_identity(sources[k].file)} {sources[k].mode} {sources[k].index}",
             desc=f"{target.name} {split}",
             progress=progress,
         )

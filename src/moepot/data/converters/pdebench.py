@@ -25,6 +25,7 @@ from moepot.data.converters.outputs import (
     OutputTarget,
     check_channels,
     dataset_keys,
+    raw_identity,
     require_samples,
     write_scatter,
 )
@@ -50,22 +51,34 @@ def split_counts(
 ) -> tuple[int, int]:
     """The original's split (first 90 % train, rest test) with optional overrides, checked."""
     n_train = int(TRAIN_FRACTION * available) if n_train is None else n_train
-    n_test = available - n_train if n_test is None else n_test
+    n_test = max(0, available - n_train) if n_test is None else n_test
     require_samples(raw_file, key, available, n_train, n_test, "first n_train train, next n_test test")
     return n_train, n_test
 
 
 def write_train_test(
-    target: OutputTarget, n_train: int, n_test: int, read_sample: Callable[[int], np.ndarray], progress: bool
+    raw_path: Path,
+    target: OutputTarget,
+    n_train: int,
+    n_test: int,
+    read_sample: Callable[[int], np.ndarray],
+    progress: bool,
 ) -> list[Path]:
     """Write raw samples ``0..n_train-1`` to train and ``n_train..n_train+n_test-1`` to test."""
+    raw = raw_identity(raw_path)
     train = write_scatter(
-        target.train_path, n_train, read_sample, desc=f"{target.name} train", progress=progress
+        target.train_path,
+        n_train,
+        read_sample,
+        lambda k: f"{raw} sample {k}",
+        desc=f"{target.name} train",
+        progress=progress,
     )
     test = write_scatter(
         target.test_path,
         n_test,
         lambda k: read_sample(n_train + k),
+        lambda k: f"{raw} sample {n_train + k}",
         desc=f"{target.name} test",
         progress=progress,
     )
@@ -106,7 +119,7 @@ def convert_cfd(
             stacked = np.stack([np.asarray(f[key][index], dtype=np.float32) for key in fields], axis=-1)
             return stacked.transpose(to_protocol)
 
-        return write_train_test(target, n_train, n_test, read_sample, progress)
+        return write_train_test(raw_path, target, n_train, n_test, read_sample, progress)
 
 
 def _convert_grouped(
@@ -119,21 +132,23 @@ def _convert_grouped(
 ) -> list[Path]:
     """Shared by SWE and DR: groups ``"0000".."N-1"``, each ``data: [T, A, B, C] -> [A, B, T, C]``."""
     with open_hdf5(raw_path, expected) as f:
-        n = len(f.keys())
-        names = [f"{i:04d}" for i in range(n)]
+        # trajectories are the root members named by a number (the original counts every root
+        # member, so a file with any other member there fails in its code; here it is ignored)
+        n = sum(name.isdigit() for name in f)
+        names = [f"{i:04d}" for i in range(max(n, 1))]  # no numbered member: '0000' is missing
         for group in names:
             if not isinstance(f.get(group), h5py.Group) or not isinstance(f[group].get("data"), h5py.Dataset):
                 found = dataset_keys(f)
                 raise DataError(
                     f"{raw_path}: no group '{group}' with a dataset 'data' (root holds {found[:6]}"
                     f"{' ...' if len(found) > 6 else ''}); expected a {expected} with groups "
-                    f"'0000'..'{n - 1:04d}' numbered without gaps"
+                    "'0000', '0001', ... numbered without gaps"
                 )
-        shape = f[names[0]]["data"].shape if n else ()
-        if n == 0 or len(shape) != 4:
+        shape = f[names[0]]["data"].shape
+        if len(shape) != 4:
             raise DataError(
-                f"{raw_path}: '{names[0] + '/data' if n else 'root'}' has shape {shape}; expected a "
-                f"{expected}, 'data' with 4 axes (T, X, Y, C)"
+                f"{raw_path}: '{names[0]}/data' has shape {shape}; expected a {expected}, 'data' with "
+                "4 axes (T, X, Y, C)"
             )
         for group in names:
             if f[group]["data"].shape != shape:
@@ -147,7 +162,7 @@ def _convert_grouped(
         def read_sample(index: int) -> np.ndarray:
             return np.asarray(f[names[index]]["data"], dtype=np.float32).transpose(1, 2, 0, 3)
 
-        return write_train_test(target, n_train, n_test, read_sample, progress)
+        return write_train_test(raw_path, target, n_train, n_test, read_sample, progress)
 
 
 def convert_swe(
