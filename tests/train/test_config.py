@@ -582,3 +582,11 @@ def test_the_gpu_overrides_in_the_presets_comments_are_valid(preset):
     assert len(overrides) == 5
     (cfg,) = load_config(str(path), overrides)
     assert (cfg.expert_dispatch, cfg.amp, cfg.compile, cfg.compile_mode) == ("grouped", "bf16", True, "reduce-overhead")
+
+
+def test_a_class_head_smaller_than_the_mixture_is_refused():
+    base = {"train_paths": ["a", "b", "c"], "n_cls_loss_weight": 1.0}
+    with pytest.raises(ConfigError, match=r"n_class = 2 is smaller than the 3 datasets"):
+        TrainConfig.from_dict({**base, "n_class": 2})
+    assert TrainConfig.from_dict({**base, "n_class": 3}).n_class == 3
+    assert TrainConfig.from_dict({**base, "n_class": 2, "n_cls_loss_weight": 0.0}).n_class == 2  # head unused

@@ -205,3 +205,62 @@ def test_the_grouped_dispatch_trains_like_the_sparse_one(data_root, tmp_path):
     sparse, grouped = (load_checkpoint(runs[d].checkpoint)["model"] for d in ("sparse", "grouped"))
     for key, value in sparse.items():
         torch.testing.assert_close(grouped[key], value, rtol=1e-4, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize(
+    ("test_paths", "n_test", "message"),
+    [
+        (["decay_a", "decay_c"], 2, "decay_c.*3 channels"),  # more channels than the model's 1
+        (["decay_a", "decay_x"], 2, "decay_x"),  # not in the catalogue
+        (["decay_a"], 99, "99"),  # more test trajectories than the split has
+    ],
+)
+def test_problems_of_the_test_sets_stop_the_run_before_the_first_step(tmp_path, test_paths, n_test, message):
+    from tiny_data import write_decay_dataset, write_decay_mixture
+
+    from moepot.errors import MoepotError
+
+    write_decay_mixture(tmp_path)
+    write_decay_dataset(tmp_path, "decay_c", channels=3, seed=3)
+    cfg = tiny_config(tmp_path, model="dpot", train_paths=["decay_a"], test_paths=test_paths, n_test=n_test,
+                      epochs=3, warmup_epochs=1)  # fmt: skip
+    with pytest.raises(MoepotError, match=message):
+        train(cfg, run_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()  # no step trained, nothing to lose
+
+
+def test_resuming_a_finished_run_changes_nothing(data_root, tmp_path):
+    cfg = tiny_config(data_root, model="dpot", epochs=2, warmup_epochs=0, lr_method="step", eval_every_epochs=1)
+    first = train(cfg, run_dir=tmp_path / "run", progress=False)
+    records = (tmp_path / "run" / "metrics.jsonl").read_text()
+    files = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run" / "checkpoints").iterdir()}
+    again = train(cfg, run_dir=tmp_path / "run", resume="auto", progress=False)
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == records  # no second final evaluation
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run" / "checkpoints").iterdir()} == files
+    assert (again.step, again.metrics, again.losses) == (first.step, first.metrics, [])
+    # a longer schedule continues the finished run
+    longer = train(cfg.model_copy(update={"epochs": 3}), run_dir=tmp_path / "run", resume="auto", progress=False)
+    assert longer.step == first.step + 6 and len(longer.losses) == 6
+
+
+def test_a_fresh_run_into_a_directory_with_checkpoints_is_refused(data_root, tmp_path):
+    cfg = tiny_config(data_root, model="dpot", epochs=1, warmup_epochs=0, lr_method="step", max_steps=2,
+                      keep_last=1)  # fmt: skip
+    train(cfg, run_dir=tmp_path / "run", progress=False)
+    before = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    with pytest.raises(CheckpointError, match=r"earlier run.*--resume auto"):
+        train(cfg.model_copy(update={"max_steps": 1}), run_dir=tmp_path / "run", progress=False)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == before
+
+
+def test_resume_under_another_architecture_or_optimizer_is_a_clear_error(data_root, tmp_path):
+    cfg = tiny_config(data_root, model="dpot", epochs=2, warmup_epochs=1, max_steps=3, checkpoint_every_steps=1)
+    train(cfg, run_dir=tmp_path / "run", stop_after_steps=1, progress=False)
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    with pytest.raises(CheckpointError, match=r"model differs.*mis-shaped keys: .*\(model: "):
+        train(cfg.model_copy(update={"width": 32}), run_dir=tmp_path / "run", resume="auto", progress=False)
+    with pytest.raises(CheckpointError, match=r"opt = 'adam', this config says 'lamb'"):
+        train(cfg.model_copy(update={"opt": "lamb"}), run_dir=tmp_path / "run", resume="auto", progress=False)
+    with pytest.raises(CheckpointError, match=r"'cycle' schedule spans 4 steps, this config's 6"):
+        train(cfg.model_copy(update={"max_steps": 6}), run_dir=tmp_path / "run", resume="auto", progress=False)
+    assert (tmp_path / "run" / "config.yaml").read_text() == saved  # the run's own config kept

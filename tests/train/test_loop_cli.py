@@ -95,3 +95,45 @@ def test_bad_config_is_one_line_error(tmp_path, capsys):
     config.write_text("lr_methd: cycle\n")
     assert main(["pretrain", "--config", str(config), "--dry-run"]) == 2
     assert "did you mean 'lr_method'" in capsys.readouterr().err
+
+
+def test_resume_auto_needs_a_run_directory(tmp_path, capsys):
+    config = tmp_path / "pretrain_tiny.yaml"
+    config.write_text(ORIGINAL_STYLE)
+    assert main(["pretrain", "--config", str(config), "--resume", "auto", "--dry-run"]) == 2
+    assert "--resume auto continues the run in --run-dir" in capsys.readouterr().err
+
+
+def test_tasks_sharing_the_configs_run_dir_get_a_directory_each(tmp_path, capsys):
+    config = tmp_path / "pretrain_tiny.yaml"
+    config.write_text(ORIGINAL_STYLE + f"run_dir: {tmp_path / 'shared'}\n")
+    assert main(["pretrain", "--config", str(config), "--resume", "auto", "--dry-run"]) == 0
+    dirs = [line.split(": ", 1)[1] for line in capsys.readouterr().out.splitlines() if "run directory" in line]
+    assert len(dirs) == len(set(dirs)) == 2
+    assert all(d.startswith(str(tmp_path / "shared") + "/task") for d in dirs)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--batch-size", "0"], "--batch-size: expected a positive integer"),
+        (["--res", "0"], "--res: expected a positive integer"),
+        (["--device", "foo"], "device 'foo' is not a torch device"),
+    ],
+)
+def test_evaluate_rejects_bad_options_in_one_line(tmp_path, capsys, options, message):
+    checkpoint = tmp_path / "none.pt"  # never read: the options fail first
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--data", "decay_a", *options]
+    try:
+        status = main(args)
+    except SystemExit as exit_:  # argparse's usage errors
+        status = exit_.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_evaluate_on_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "x.pt"), "--data", "decay_a", "--device", "cuda"]) == 2
+    assert "sees no CUDA GPU" in capsys.readouterr().err

@@ -13,23 +13,10 @@ import logging
 import os
 from pathlib import Path
 
+from moepot.argtypes import positive_float, positive_int
 from moepot.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
 
 
 def default_quickstart_data_root() -> Path:
@@ -54,13 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     route.add_argument("--data", nargs="+", required=True, metavar="NAME", help="catalogue dataset names")
     route.add_argument("--data-root", help="data root (default $MOEPOT_DATA_ROOT or the current directory)")
     route.add_argument("--catalog", help="extra catalogue file")
-    route.add_argument("--res", type=_positive_int, help="grid the samples are resized to (default the model's)")
-    route.add_argument("--n-samples", type=_positive_int, default=64,
+    route.add_argument("--res", type=positive_int, help="grid the samples are resized to (default the model's)")
+    route.add_argument("--n-samples", type=positive_int, default=64,
                        help="test samples per dataset (default 64; fewer if the split is smaller)")
     route.add_argument("--method", choices=("centroid", "logistic"), default="centroid",
                        help="classifier: nearest class centroid (default) or multinomial logistic regression")
-    route.add_argument("--folds", type=_positive_int, default=5, help="cross-validation folds (default 5)")
-    route.add_argument("--batch-size", type=_positive_int, default=16)
+    route.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds (default 5)")
+    route.add_argument("--batch-size", type=positive_int, default=16)
     route.add_argument("--device", help="cpu, cuda, cuda:1 (default: a GPU when available)")
     route.add_argument("--out", default="runs/route", help="report directory (default runs/route)")
     route.add_argument("--json", action="store_true", help="print the analysis as JSON")
@@ -76,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     quick.add_argument("--out", default="runs/quickstart", help="report directory (default runs/quickstart)")
-    quick.add_argument("--minutes", type=_positive_float, default=8.0,
+    quick.add_argument("--minutes", type=positive_float, default=8.0,
                        help="total time budget in minutes (default 8; training gets most of it)")
     quick.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     quick.add_argument("--seed", type=int, default=0)

@@ -127,6 +127,32 @@ def _teacher_forced(model, x, y, mask, bundle, to_model, to_data) -> torch.Tenso
     return torch.stack(errors).mean(dim=0)
 
 
+def open_test_set(
+    name: str,
+    *,
+    res: int,
+    t_in: int,
+    catalog: Any,
+    data_root: str | os.PathLike | None,
+    n_channels: int | None,
+    n_test: int | None,
+) -> Any:
+    """The test split of dataset ``name`` as :func:`evaluate_model` reads it (a one-dataset
+    ``MixtureDataset``); opening it checks the id, the files, the channels and ``n_test``."""
+    from moepot.data.mixture import MixtureDataset
+
+    return MixtureDataset(
+        [name],
+        split="test",
+        res=res,
+        t_in=t_in,
+        catalog=catalog,
+        data_root=data_root,
+        n_channels=n_channels,
+        n_samples=None if n_test is None else [n_test],
+    )
+
+
 def evaluate_model(
     model: nn.Module,
     names: Sequence[str],
@@ -162,7 +188,6 @@ def evaluate_model(
         ``{dataset: {"rel_l2_step": float, "rel_l2_rollout": float, ...}}``.
     """
     from moepot.data.catalog import load_catalog
-    from moepot.data.mixture import MixtureDataset
     from moepot.train.distributed import DistInfo
 
     info = dist_info or DistInfo()
@@ -183,16 +208,8 @@ def evaluate_model(
     rollouts: dict[str, dict[str, torch.Tensor]] = {}
     try:
         for name in names:
-            dataset = MixtureDataset(
-                [name],
-                split="test",
-                res=res,
-                t_in=t_in,
-                catalog=catalog,
-                data_root=data_root,
-                n_channels=n_channels,
-                n_samples=None if n_test is None else [n_test],
-            )
+            dataset = open_test_set(name, res=res, t_in=t_in, catalog=catalog, data_root=data_root,
+                                    n_channels=n_channels, n_test=n_test)  # fmt: skip
             indices = list(range(info.rank, len(dataset), info.world_size))
             loader = torch.utils.data.DataLoader(
                 torch.utils.data.Subset(dataset, indices),

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from moepot.argtypes import positive_float, positive_int
 from moepot.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def register(subparsers: Any) -> None:
         parser.add_argument("--run-dir", help="run directory (default runs/<name>-<time>)")
         parser.add_argument("--resume", metavar="auto|PATH",
                             help="continue exactly from the run directory's last checkpoint or PATH")
-        parser.add_argument("--max-minutes", type=float, help="wall-clock budget per task")
+        parser.add_argument("--max-minutes", type=positive_float, help="wall-clock budget per task")
         parser.add_argument("--dry-run", action="store_true", help="list the tasks and exit")
         if command == "finetune":
             parser.add_argument("--checkpoint", help="pre-trained checkpoint (default: the config's resume_path)")
@@ -45,11 +46,11 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("evaluate", help="evaluate a checkpoint on test datasets")
     parser.add_argument("--checkpoint", required=True, help="our checkpoint or an official .pth")
     parser.add_argument("--data", nargs="+", required=True, metavar="NAME", help="dataset names")
-    parser.add_argument("--res", type=int, help="evaluation grid (default: the model's)")
+    parser.add_argument("--res", type=positive_int, help="evaluation grid (default: the model's)")
     parser.add_argument("--data-root", help="root of the dataset files")
     parser.add_argument("--catalog", help="extra dataset catalogue (YAML)")
-    parser.add_argument("--n-test", type=int, help="first N test trajectories of each dataset")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--n-test", type=positive_int, help="first N test trajectories of each dataset")
+    parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--teacher-forced", action="store_true", help="also report the teacher-forced error")
     parser.add_argument("--save-rollouts", metavar="FILE", help="write predictions and targets to HDF5")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ...")
@@ -62,7 +63,16 @@ def prepare_configs(args: argparse.Namespace, command: str) -> list:
     from moepot.train.config import load_config
 
     configs = load_config(args.config, args.overrides)
+    if args.resume == "auto" and not args.run_dir and any(c.run_dir is None for c in configs):
+        raise ConfigError(
+            "--resume auto continues the run in --run-dir (or the config's run_dir); without one every "
+            "run gets a new timestamped directory with nothing to resume: give --run-dir DIR"
+        )
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    # tasks that would share one directory (the config's run_dir, not varied by the tasks grid)
+    # each get a subdirectory, as with --run-dir
+    run_dirs = [c.run_dir for c in configs]
+    shared_dirs = {d for d in run_dirs if d is not None and run_dirs.count(d) > 1}
     prepared = []
     for i, config in enumerate(configs):
         update: dict[str, Any] = {"file": command}
@@ -75,6 +85,8 @@ def prepare_configs(args: argparse.Namespace, command: str) -> list:
         if args.run_dir:
             run_dir = Path(args.run_dir)
             update["run_dir"] = str(run_dir if len(configs) == 1 else run_dir / f"task{i}-{config.run_label()}")
+        elif config.run_dir in shared_dirs:
+            update["run_dir"] = str(Path(config.run_dir) / f"task{i}-{config.run_label()}")
         elif config.run_dir is None:
             suffix = "" if len(configs) == 1 else f"-task{i}"
             update["run_dir"] = str(config.default_run_dir(stamp + suffix))

@@ -349,6 +349,11 @@ class TrainConfig(BaseModel):
                     f"data_weights has {len(self.data_weights)} values but train_paths lists {n} datasets; "
                     "give one weight per dataset (or one for equal weights)"
                 )
+        if self.n_class is not None and self.n_cls_loss_weight > 0 and self.n_class < n:
+            raise ValueError(
+                f"n_class = {self.n_class} is smaller than the {n} datasets of train_paths, whose index the "
+                f"class head learns (n_cls_loss_weight > 0); set n_class >= {n} or leave it unset"
+            )
         if self.compile_mode != "default" and not self.compile:
             raise ValueError(f"compile_mode = {self.compile_mode!r} needs compile: true")
         if self.T_ar % self.T_bundle:

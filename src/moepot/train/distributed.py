@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from moepot.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -50,7 +52,16 @@ def pick_device(device: str | None, local_rank: int = 0) -> torch.device:
     """The device for this process: ``device`` when given ("cpu", "cuda", "cuda:1", "1"),
     else ``cuda:<local_rank>`` when CUDA is available, else CPU."""
     if device:
-        return torch.device(f"cuda:{device}" if device.isdigit() else device)
+        try:
+            chosen = torch.device(f"cuda:{device}" if device.isdigit() else device)
+        except RuntimeError:
+            raise ConfigError(f"device {device!r} is not a torch device; use cpu, cuda, cuda:1 or a GPU index") from None
+        if chosen.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ConfigError(f"device {device!r}: this torch ({torch.__version__}) sees no CUDA GPU; use cpu")
+            if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+                raise ConfigError(f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
+        return chosen
     if torch.cuda.is_available():
         return torch.device(f"cuda:{local_rank}")
     return torch.device("cpu")

@@ -175,7 +175,6 @@ def _train_locked(
     if info.is_main:  # we hold the lock: temporary files here belong to a killed run
         remove_partial_writes(run_path)
         remove_partial_writes(checkpoints.dir)
-    logger.save_config(config.to_yaml_dict())
     log.info("run directory %s (%d process%s on %s)", run_path, info.world_size,
              "es" if info.distributed else "", info.device)
 
@@ -206,6 +205,11 @@ def _train_locked(
         seed=config.seed,
         shuffle=True,
     )
+    from moepot.eval.evaluate import open_test_set
+
+    for name in config.test_paths or train_names:  # found now, not at the first evaluation
+        open_test_set(name, res=config.res, t_in=config.T_in, catalog=catalog, data_root=config.data_root,
+                      n_channels=n_channels, n_test=config.n_test)  # fmt: skip
     steps_per_epoch = len(sampler) // config.batch_size
     if steps_per_epoch < 1:
         raise ConfigError(
@@ -262,8 +266,15 @@ def _train_locked(
     # ---------------------------------------------------------------- resume
     step, epoch, batch_in_epoch, best_metric = 0, 0, 0, math.inf
     resume_file = checkpoints.resolve_resume(resume)
+    resumed_complete = False  # resumed from the final checkpoint of a finished run
+    if resume_file is None and (checkpoints.last.is_file() or checkpoints.step_files()):
+        raise CheckpointError(
+            f"{run_path} holds the checkpoints of an earlier run ({checkpoints.dir}); continue it with "
+            "--resume auto, or start this run in another --run-dir (nothing was overwritten)"
+        )
     if resume_file is not None:
         state = load_checkpoint(resume_file, map_location=info.device)
+        _check_resumable(state, raw_model, config, resume_file, scheduler)
         raw_model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -274,7 +285,10 @@ def _train_locked(
         # a run killed between an evaluation and its checkpoint logged a record the resumed
         # run will log again: keep only the records the checkpoint had seen
         logger.records = logger.records[: state.get("evaluations", len(logger.records))]
+        resumed_complete = bool(state.get("complete", False))
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_file, step, epoch, batch_in_epoch)
+    logger.save_config(config.to_yaml_dict())
+    resumed_step = step
 
     model = dist_utils.wrap_model(raw_model, info)
     if config.compile:
@@ -285,7 +299,7 @@ def _train_locked(
         else contextlib.nullcontext()
     )
 
-    def snapshot() -> dict[str, Any]:
+    def snapshot(complete: bool) -> dict[str, Any]:
         return {
             "model": raw_model.state_dict(),
             "model_config": _model_config_dict(raw_model),
@@ -299,12 +313,13 @@ def _train_locked(
             "config": config.to_yaml_dict(),
             "finetune": finetuning,
             "evaluations": len(logger.records),  # metrics.jsonl records up to this checkpoint
+            "complete": complete,  # the run's final checkpoint (evaluated): resuming it has nothing to do
         }
 
-    def save(is_best: bool = False) -> Path:
+    def save(is_best: bool = False, complete: bool = False) -> Path:
         """Rank 0 writes; every rank gets the path (for a later restore)."""
         if info.is_main:
-            checkpoints.save(snapshot(), step=step, is_best=is_best)
+            checkpoints.save(snapshot(complete), step=step, is_best=is_best)
         dist_utils.barrier(info)
         return checkpoints.step_path(step)
 
@@ -458,11 +473,45 @@ def _train_locked(
 
     # ---------------------------------------------------------------- end: evaluate and checkpoint
     bar.close()
-    best_metric = _eval_and_save(evaluate, logger, result, step, epoch, best_metric, save)
+    if resumed_complete and step == resumed_step:  # its final evaluation and checkpoint exist
+        log.info("%s was already complete at step %d: nothing to do", run_path, step)
+        result.checkpoint = resume_file
+        result.metrics = logger.records[-1]["metrics"] if logger.records else {}
+    else:
+        finished = not result.stopped_early
+        best_metric = _eval_and_save(evaluate, logger, result, step, epoch, best_metric,
+                                     lambda is_best: save(is_best, complete=finished))  # fmt: skip
     logger.close()
     result.step, result.epoch = step, epoch
     dist_utils.barrier(info)
     return result
+
+
+def _check_resumable(state: dict[str, Any], model: nn.Module, config: TrainConfig, path: Path, scheduler) -> None:
+    """Raise a :class:`CheckpointError` when ``state`` cannot continue under ``config``: another
+    architecture (the mismatched keys named), another optimizer, or a one-cycle schedule of
+    another length (its state fixes the length; other schedules may be extended)."""
+    from moepot.models.checkpoints import describe_mismatch
+
+    mismatch = describe_mismatch(model.state_dict(), state["model"])
+    if mismatch:
+        raise CheckpointError(
+            f"--resume {path}: the checkpoint's model differs from the one this config builds ({mismatch}); "
+            "resume with the config the run was started with (the checkpoint holds it under 'config')"
+        )
+    saved_opt = state.get("config", {}).get("opt")
+    if saved_opt is not None and saved_opt != config.opt:
+        raise CheckpointError(
+            f"--resume {path}: the run was trained with opt = {saved_opt!r}, this config says {config.opt!r}; "
+            "an optimizer's state cannot continue under another optimizer"
+        )
+    saved_steps = state["scheduler"].get("total_steps")
+    if saved_steps is not None and saved_steps != scheduler.state_dict().get("total_steps"):
+        raise CheckpointError(
+            f"--resume {path}: the run's {config.lr_method!r} schedule spans {saved_steps} steps, this config's "
+            f"{scheduler.state_dict().get('total_steps')}; resume with the run's epochs, max_steps and "
+            "batch_size (a one-cycle schedule cannot be stretched)"
+        )
 
 
 def _eval_and_save(evaluate, logger: RunLogger, result: RunResult, step: int, epoch: int,
@@ -576,6 +625,7 @@ def load_model_for_eval(checkpoint: str | os.PathLike, device: str | None = None
     import moepot
     from moepot.train.checkpoint import FORMAT
 
+    target = dist_utils.pick_device(device)  # a bad device is reported before any loading
     path = Path(checkpoint)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -592,5 +642,5 @@ def load_model_for_eval(checkpoint: str | os.PathLike, device: str | None = None
         model.load_state_dict(state["model"])
     else:
         model = moepot.load_pretrained(path)
-    model.to(dist_utils.pick_device(device))
+    model.to(target)
     return model.eval()
