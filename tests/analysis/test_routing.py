@@ -276,3 +276,20 @@ def test_collect_routing_accepts_a_loader_and_rejects_dense_models():
     assert record.n_samples == 9 and record.n_layers == 2
     with pytest.raises(ConfigError, match="no MoE layers"):
         collect_routing(torch.nn.Linear(2, 2), loader, progress=False)
+
+
+def test_collect_test_routing_reads_data_for_a_rectangular_model(tmp_path):
+    """A model on a 16 x 8 grid: the samples are read at res X = 16 and resized to (16, 8), as in
+    evaluation; routing a model of its own grid needs no --res."""
+    from tiny_data import write_decay_dataset
+
+    from moepot import build_model
+    from moepot.analysis.routing import collect_test_routing
+
+    write_decay_dataset(tmp_path, "decay_a", n_test=3)
+    write_decay_dataset(tmp_path, "decay_b", n_test=3, seed=5)
+    model = build_model("moepot", img_size=(16, 8), patch_size=4, in_channels=1, out_channels=1, in_timesteps=4,
+                        embed_dim=16, depth=1, n_blocks=2, modes=3, out_layer_dim=8).eval()  # fmt: skip
+    for res in (None, 16):
+        record = collect_test_routing(model, ["decay_a", "decay_b"], res=res, data_root=tmp_path, progress=False)
+        assert record.n_samples == 6 and record.n_layers == 1

@@ -117,3 +117,30 @@ def test_official_checkpoint_through_the_cli_matches_a_hand_written_loop(tmp_pat
             rollout_errors.append(rel(pred, target))
     assert got["rel_l2_step"] == pytest.approx(sum(step_errors) / 3, rel=1e-5)
     assert got["rel_l2_rollout"] == pytest.approx(sum(rollout_errors) / 3, rel=1e-5)
+
+
+def test_moe_models_evaluate_at_the_inference_temperature(data_root, tmp_path):
+    """architecture.md: evaluation uses temperature 0.5. A model still at 2.0 (early pre-training)
+    evaluates like its copy at 0.5 and keeps its own temperature; a training checkpoint loads for
+    evaluation at 0.5, like load_pretrained."""
+    import copy
+
+    from moepot import build_model, load_pretrained
+    from moepot.train.checkpoint import save_checkpoint
+    from moepot.train.loop import load_model_for_eval
+
+    torch.manual_seed(0)
+    hot = build_model("moepot", img_size=16, patch_size=4, in_channels=1, out_channels=1, in_timesteps=T_IN,
+                      embed_dim=16, depth=2, n_blocks=2, modes=3, out_layer_dim=8, num_experts=4, top_k=2)  # fmt: skip
+    cold = copy.deepcopy(hot)
+    for layer in cold.moe_layers():
+        layer.temperature.fill_(0.5)
+    assert [float(layer.temperature) for layer in hot.moe_layers()] == [2.0, 2.0]
+    assert evaluate_model(hot, ["decay_a"], data_root=data_root) == evaluate_model(cold, ["decay_a"], data_root=data_root)
+    assert [float(layer.temperature) for layer in hot.moe_layers()] == [2.0, 2.0]  # restored
+
+    path = tmp_path / "train.pt"
+    save_checkpoint(path, {"format": "moepot-train-checkpoint", "model": hot.state_dict(),
+                           "model_config": hot.config.to_dict(), "step": 1})  # fmt: skip
+    for loaded in (load_model_for_eval(path), load_pretrained(path)):
+        assert [float(layer.temperature) for layer in loaded.moe_layers()] == [0.5, 0.5]

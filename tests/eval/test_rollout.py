@@ -56,3 +56,13 @@ def test_save_rollouts_round_trip(tmp_path):
         for key, value in arrays["a"].items():
             torch.testing.assert_close(torch.from_numpy(handle["a"][key][:]), value)
     assert [p.name for p in tmp_path.iterdir()] == ["roll.hdf5"]  # no temporary file left
+
+
+def test_slide_window_keeps_the_last_t_in_frames_when_a_bundle_is_longer():
+    """out_timesteps > T_in: the next window is the last T_in predicted frames."""
+    x = torch.arange(2.0).reshape(1, 1, 1, 2, 1)
+    new = torch.tensor([10.0, 11.0, 12.0]).reshape(1, 1, 1, 3, 1)
+    assert slide_window(x, new).flatten().tolist() == [11.0, 12.0]
+    window = torch.arange(2.0).reshape(1, 1, 1, 2, 1).expand(1, 2, 2, 2, 1).clone()
+    pred = rollout(NextIntegers(3), window, steps=7)
+    assert pred[0, 0, 0, :, 0].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]

@@ -11,7 +11,7 @@ import torch
 from moepot import build_model, load_pretrained
 from moepot.errors import CheckpointError, ConfigError
 from moepot.models.config import ModelConfig
-from moepot.models.registry import PRESETS, describe, resolve_config, save_pretrained
+from moepot.models.registry import PRESETS, describe, describe_source, resolve_config, save_pretrained
 
 from .conftest import rel_err
 
@@ -125,6 +125,7 @@ def test_a_grouped_checkpoint_loads_sparse_where_torch_has_no_grouped_mm(tmp_pat
         assert {layer.dispatch for layer in loaded.moe_layers()} == {"sparse"}
         assert rel_err(loaded(x).pred, want) < 1e-6
     assert "lacks; running the experts with 'sparse'" in caplog.text and "grouped.safetensors" in caplog.text
+    assert describe_source(str(export))["config"]["expert_dispatch"] == "sparse"  # `moepot info` too
     with pytest.raises(ConfigError, match="grouped_mm"):
         load_pretrained(export, expert_dispatch="grouped")
 
@@ -190,3 +191,40 @@ def test_official_layout_of_a_preset_is_recognised(tmp_path):
         config = load_pretrained(tmp_path / "official.pth").config
         assert config.name == expected_name
         assert {**config.to_dict(), "name": None} == {**model.config.to_dict(), "name": None}
+
+
+def test_options_that_cannot_run_are_refused_at_build():
+    for img_size in (0, -16, 16.0, "16", (16, 0), True):
+        with pytest.raises(ConfigError, match="img_size"):
+            build_model("dpot", **{**TINY, "img_size": img_size})
+    with pytest.raises(ConfigError, match="normalize=True needs out_channels == in_channels"):
+        build_model("moepot", **{**TINY, "out_channels": 3}, normalize=True)
+
+
+@pytest.mark.parametrize("prefix", ["_orig_mod.", "module."])
+def test_an_export_with_wrapper_prefixes_loads_from_either_format(tmp_path, prefix):
+    """Exports of a compiled (``_orig_mod.``) or DDP-wrapped (``module.``) model load like the plain one."""
+    from safetensors.torch import load_file, save_file
+
+    model = build_model("moepot", **TINY).eval()
+    plain = save_pretrained(model, tmp_path / "plain.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(plain), framework="pt") as fh:
+        metadata = fh.metadata()
+    prefixed = tmp_path / "prefixed.safetensors"
+    metadata = {k: v for k, v in metadata.items() if "sha256" not in k}  # the checksum covers the key names
+    save_file({prefix + k: v for k, v in load_file(plain).items()}, prefixed, metadata=metadata)
+    x = torch.randn(2, 16, 16, 3, 2)
+    with torch.no_grad():
+        assert torch.equal(load_pretrained(prefixed)(x).pred, load_pretrained(plain)(x).pred)
+
+
+def test_an_official_checkpoint_whose_hidden_width_is_not_a_round_ratio_loads(tmp_path):
+    """Hm = 956 at D = 416 (mlp_ratio 2.3): 956 / 416 * 416 rounds below 956 in floats."""
+    assert int(416 * (956 / 416)) == 955  # the trap
+    model = build_model("dpot", **{**TINY, "embed_dim": 416, "mlp_ratio": 2.3, "depth": 1})
+    assert model.config.hidden_dim == 956
+    for args in (argparse.Namespace(modes=3), argparse.Namespace(modes=3, mlp_ratio=2.3)):
+        torch.save({"args": args, "model": model.state_dict()}, tmp_path / "official.pth")
+        assert load_pretrained(tmp_path / "official.pth").config.hidden_dim == 956

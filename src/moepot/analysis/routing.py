@@ -217,13 +217,13 @@ def collect_test_routing(
     """
     from moepot.data.catalog import load_catalog
     from moepot.data.mixture import MixtureDataset
-    from moepot.eval.evaluate import resize_grid
+    from moepot.eval.evaluate import model_grid, resize_grid
 
     config = getattr(model, "config", None)
-    model_res = getattr(config, "img_size", None)
-    res = res or model_res
-    if not isinstance(res, int):
-        raise ConfigError("collect_test_routing: give res (the model's config has no square img_size)")
+    grid = model_grid(model)
+    res = res or (grid[0] if grid else None)  # as in evaluation: read at res, resized to the model's grid
+    if res is None:
+        raise ConfigError("collect_test_routing: give res (the model's config has no img_size)")
     if catalog is None or isinstance(catalog, (str, os.PathLike)):
         catalog = load_catalog(catalog, data_root)
     records = []
@@ -239,8 +239,7 @@ def collect_test_routing(
             n_samples=None if n_samples is None else min(n_samples, catalog[name].test_size),
         )
         batches = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
-        if isinstance(model_res, int) and model_res != res:
-            grid = (model_res, model_res)
+        if grid is not None and grid != (res, res):
             batches = ((resize_grid(batch.x, grid), batch.dataset_index) for batch in batches)
         records.append(
             collect_routing(model, batches, names=[name], device=device, progress=progress)

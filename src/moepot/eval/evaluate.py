@@ -22,6 +22,7 @@ all-reduced, so every rank returns the same numbers.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -53,6 +54,14 @@ def _model_config(model: nn.Module) -> Any:
     from moepot.train.distributed import unwrap_model
 
     return getattr(unwrap_model(model), "config", None)
+
+
+def model_grid(model: nn.Module) -> tuple[int, int] | None:
+    """The (X, Y) grid the model runs on (``config.img_size``: a side or a pair), None if it has none."""
+    img_size = getattr(_model_config(model), "img_size", None)
+    if isinstance(img_size, int):
+        return img_size, img_size
+    return (int(img_size[0]), int(img_size[1])) if img_size else None
 
 
 @torch.no_grad()
@@ -192,9 +201,8 @@ def evaluate_model(
 
     info = dist_info or DistInfo()
     config = _model_config(model)
-    model_res = getattr(config, "img_size", None)
-    model_grid = (model_res, model_res) if isinstance(model_res, int) else (tuple(model_res) if model_res else None)
-    res = res or (model_grid[0] if model_grid else None)
+    grid = model_grid(model)
+    res = res or (grid[0] if grid else None)
     if res is None:
         raise ValueError("evaluate_model: give res (the model has no config.img_size)")
     t_in = t_in or getattr(config, "in_timesteps", None) or 10
@@ -206,29 +214,33 @@ def evaluate_model(
     model.eval()
     results: dict[str, dict[str, float]] = {}
     rollouts: dict[str, dict[str, torch.Tensor]] = {}
+    # MoE models evaluate at the inference temperature 0.5 (architecture.md), whatever their
+    # training has reached; their own temperature is restored afterwards
+    inference_temperature = getattr(model, "inference_temperature", contextlib.nullcontext)
     try:
-        for name in names:
-            dataset = open_test_set(name, res=res, t_in=t_in, catalog=catalog, data_root=data_root,
-                                    n_channels=n_channels, n_test=n_test)  # fmt: skip
-            indices = list(range(info.rank, len(dataset), info.world_size))
-            loader = torch.utils.data.DataLoader(
-                torch.utils.data.Subset(dataset, indices),
-                batch_size=batch_size,
-                shuffle=False,
-                num_workers=num_workers,
-            )
-            metrics, kept = evaluate_dataset(
-                model,
-                loader,
-                model_grid=model_grid,
-                teacher_forced=teacher_forced,
-                dist_info=info,
-                keep_rollouts=save_path is not None,
-            )
-            results[name] = metrics
-            if kept is not None:
-                rollouts[name] = kept
-            log.debug("evaluated %s on %d trajectories: %s", name, len(dataset), metrics)
+        with inference_temperature():
+            for name in names:
+                dataset = open_test_set(name, res=res, t_in=t_in, catalog=catalog, data_root=data_root,
+                                        n_channels=n_channels, n_test=n_test)  # fmt: skip
+                indices = list(range(info.rank, len(dataset), info.world_size))
+                loader = torch.utils.data.DataLoader(
+                    torch.utils.data.Subset(dataset, indices),
+                    batch_size=batch_size,
+                    shuffle=False,
+                    num_workers=num_workers,
+                )
+                metrics, kept = evaluate_dataset(
+                    model,
+                    loader,
+                    model_grid=grid,
+                    teacher_forced=teacher_forced,
+                    dist_info=info,
+                    keep_rollouts=save_path is not None,
+                )
+                results[name] = metrics
+                if kept is not None:
+                    rollouts[name] = kept
+                log.debug("evaluated %s on %d trajectories: %s", name, len(dataset), metrics)
     finally:
         model.train(was_training)
     if save_path is not None and info.is_main:

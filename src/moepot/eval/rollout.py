@@ -30,9 +30,10 @@ def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def slide_window(x: torch.Tensor, new_frames: torch.Tensor) -> torch.Tensor:
-    """Drop the oldest frames of ``x: [B, X, Y, T_in, C]`` and append ``new_frames: [B, X, Y, k, C]``."""
-    k = new_frames.shape[-2]
-    return torch.cat((x[..., k:, :], new_frames), dim=-2)
+    """Append ``new_frames: [B, X, Y, k, C]`` to ``x: [B, X, Y, T_in, C]`` and keep the last
+    ``T_in`` frames (the oldest ``k`` dropped; when ``k > T_in``, the last ``T_in`` predicted)."""
+    t_in = x.shape[-2]
+    return torch.cat((x, new_frames), dim=-2)[..., -t_in:, :]
 
 
 def rollout(

@@ -7,6 +7,8 @@ the resolved :class:`~moepot.models.config.ModelConfig`; ``moe_layers()``,
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -14,7 +16,7 @@ from torch import nn
 
 from moepot.errors import ConfigError
 from moepot.models.config import ModelConfig
-from moepot.models.moe import MoELayer
+from moepot.models.moe import TEMPERATURE_FLOOR, MoELayer
 
 
 class ModelOutput(NamedTuple):
@@ -48,6 +50,21 @@ class NeuralOperator(nn.Module):
         if self.config.temperature_decay == "step":
             for layer in self.moe_layers():
                 layer.step_temperature()
+
+    @contextlib.contextmanager
+    def inference_temperature(self) -> Iterator[None]:
+        """Every MoE layer at the inference temperature 0.5 inside the block (architecture.md:
+        evaluation uses 0.5), its own temperature restored after; a no-op for dense models."""
+        saved = [layer.temperature.clone() for layer in self.moe_layers()]
+        try:
+            with torch.no_grad():
+                for layer in self.moe_layers():
+                    layer.temperature.fill_(TEMPERATURE_FLOOR)
+            yield
+        finally:
+            with torch.no_grad():
+                for layer, temperature in zip(self.moe_layers(), saved):
+                    layer.temperature.copy_(temperature)
 
     def set_finetune(self, enabled: bool = True) -> NeuralOperator:
         """Fine-tune mode: feature extractors and routers frozen and in eval mode, temperature

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import pickle
 import re
@@ -101,7 +102,7 @@ def _read_safetensors(path: Path, map_location: str | torch.device) -> WeightsFi
         raise CheckpointError(
             f"checkpoint {path}: metadata {CONFIG_METADATA_KEY!r} is not valid JSON"
         ) from exc
-    return WeightsFile(path, state, config=config, extra=extra)
+    return WeightsFile(path, strip_prefixes(state), config=config, extra=extra)
 
 
 def _read_torch(path: Path, map_location: str | torch.device) -> WeightsFile:
@@ -130,6 +131,16 @@ def _read_torch(path: Path, map_location: str | torch.device) -> WeightsFile:
     if config is not None and not (isinstance(config, dict) and "name" in config):
         config = None  # e.g. a training config, not a model config
     return WeightsFile(path, strip_prefixes(state), config=config, args=args, extra=payload.get("extra"))
+
+
+def _ratio_for(hidden: int, d: int, stated: Any = None) -> float:
+    """An ``mlp_ratio`` with ``int(d * mlp_ratio) == hidden`` (how the models size Hm): the
+    checkpoint's own ``args.mlp_ratio`` when it gives ``hidden``, else ``hidden / d``, nudged up
+    one float step where rounding puts the product just below ``hidden``."""
+    for ratio in (stated, hidden / d, math.nextafter(hidden / d, math.inf)):
+        if isinstance(ratio, int | float) and int(d * ratio) == hidden:
+            return float(ratio)
+    return hidden / d  # (no float ratio gives it: infer_config reports the mismatch)
 
 
 def strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -195,7 +206,7 @@ def infer_config(
         out_layer_dim=shape("out_layer.0.weight")[1],
         depth=depth,
         modes=int(args.get("modes", 32)),
-        mlp_ratio=hidden / d,
+        mlp_ratio=_ratio_for(hidden, d, args.get("mlp_ratio")),
         n_cls=shape("cls_head.4.weight")[0],
         normalize="scale_feats_mu.weight" in state_dict,
         act=str(args.get("act", "gelu")),

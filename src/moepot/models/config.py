@@ -81,10 +81,13 @@ class ModelConfig:
     temperature_decay: str = "forward"
 
     def __post_init__(self) -> None:
+        sides = list(self.img_size) if isinstance(self.img_size, (list, tuple)) else [self.img_size]
+        if len(sides) not in (1, 2) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sides
+        ):
+            raise ConfigError(f"model option img_size={self.img_size!r}; expected a positive integer or (X, Y)")
         if isinstance(self.img_size, (list, tuple)):
-            self.img_size = tuple(int(v) for v in self.img_size)
-            if len(self.img_size) != 2:
-                raise ConfigError(f"img_size must be an int or (X, Y); got {self.img_size}")
+            self.img_size = tuple(sides)
             if self.img_size[0] == self.img_size[1]:
                 self.img_size = self.img_size[0]
         self.normalize = bool(self.normalize)
@@ -149,6 +152,12 @@ class ModelConfig:
             raise ConfigError(f"model option mlp_ratio={self.mlp_ratio} gives a hidden width < 1")
         if self.family == "fno":
             return
+        if self.normalize and self.in_channels != self.out_channels:
+            raise ConfigError(
+                f"normalize=True needs out_channels == in_channels (the prediction is de-normalised with "
+                f"the input's per-channel statistics); got in_channels {self.in_channels}, out_channels "
+                f"{self.out_channels}"
+            )
         for side in self.grid:
             if side % self.patch_size:
                 raise ConfigError(

@@ -247,13 +247,13 @@ def describe_source(source: str) -> dict[str, Any]:
     """``describe`` a preset name or a checkpoint file (architecture inferred or read)."""
     if source.lower() in PRESETS or source.lower() in FAMILIES:
         return describe(resolve_config(source))
-    if not Path(source).exists():
+    if not Path(source).is_file():
         raise ConfigError(
-            f"{source!r} is neither a model preset ({', '.join(PRESETS)}) nor an existing checkpoint file"
+            f"{source!r} is neither a model preset ({', '.join(PRESETS)}) nor a checkpoint file"
         )
     weights = read_weights(source, map_location="meta")  # shapes only, no tensor data
     if weights.config is not None:
-        config = ModelConfig.from_dict(weights.config)
+        config = ModelConfig.from_dict(runnable_stored_config(weights.config, f"checkpoint {source}"))
     else:
         config = preset_name_for(
             infer_config(weights.state_dict, weights.args, source=f"checkpoint {source}")

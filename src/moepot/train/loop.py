@@ -43,6 +43,7 @@ from moepot.errors import CheckpointError, ConfigError, MoepotError
 from moepot.eval.metrics import relative_l2
 from moepot.eval.rollout import slide_window
 from moepot.models.base import ModelOutput
+from moepot.models.moe import TEMPERATURE_FLOOR
 from moepot.train import distributed as dist_utils
 from moepot.train.checkpoint import (
     CheckpointManager,
@@ -640,6 +641,9 @@ def load_model_for_eval(checkpoint: str | os.PathLike, device: str | None = None
         model_config = runnable_stored_config(dict(state["model_config"]), f"checkpoint {path}")
         model = moepot.build_model(model_config.pop("name"), **model_config)
         model.load_state_dict(state["model"])
+        with torch.no_grad():  # evaluation uses the inference temperature (architecture.md), as load_pretrained
+            for layer in model.moe_layers():
+                layer.temperature.fill_(TEMPERATURE_FLOOR)
     else:
         model = moepot.load_pretrained(path)
     model.to(target)
