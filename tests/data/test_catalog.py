@@ -219,3 +219,11 @@ def test_record_entries_refuses_bad_fields_and_keeps_the_file(tmp_path):
     with pytest.raises(DataError, match="absolute path"):
         record_entries(tmp_path, {"mine": {"train_path": str(tmp_path / "abs.hdf5")}})
     assert (tmp_path / CATALOG_FILENAME).read_text() == before
+
+
+@pytest.mark.parametrize("field", ["t_test", "train_path", "in_size", "n_channels", "scatter"])
+def test_a_null_field_in_a_user_catalogue_is_named(tmp_path, field):
+    user = tmp_path / "mine.yaml"
+    user.write_text(f"swe_pdb:\n  {field}: null\n")
+    with pytest.raises(DataError, match=rf"mine\.yaml: dataset 'swe_pdb': field\(s\) \['{field}'\] are null"):
+        load_catalog(user, data_root=tmp_path)

@@ -334,6 +334,10 @@ def _validate_layer(raw: Mapping[Any, Any], origin: str) -> dict[str, dict[str, 
                 if key in fields:
                     raise DataError(f"{origin}: dataset {name!r}: give {key!r} or its alias {alias!r}, not both")
                 fields[key] = fields.pop(alias)
+        nulls = [key for key, value in fields.items() if value is None and key != "pred_channels"]
+        if nulls:  # (pred_channels: null means "every channel", its default)
+            raise DataError(f"{origin}: dataset {name!r}: field(s) {nulls} are null; give a value or leave "
+                            "the field out (an override layer then keeps the value below it)")
         try:
             parsed = _LayerFields.model_validate(fields)
         except pydantic.ValidationError as exc:

@@ -120,3 +120,23 @@ def test_raw_files_follow_the_pdearena_layout_and_convert(monkeypatch, tmp_path)
     assert len(paths) == 4
     with h5py.File(paths[0], "r") as f:
         assert f["data"].shape == (8, 8, 2, 3)
+
+
+def test_file_names_sort_in_trajectory_order():
+    """The converter numbers trajectories in sorted file-name order, so file 10 must sort after file 9."""
+    names = [pdearena._file_name("train", pdearena._file_seed(seed, i), 0.5, 32) for seed in (0, 7) for i in range(12)]
+    for seed in range(2):
+        own = names[12 * seed : 12 * (seed + 1)]
+        assert sorted(own) == own
+
+
+def test_sizes_the_solver_cannot_run_are_refused_before_anything_is_touched(tmp_path):
+    from moepot.data.generators import all_generators
+    from moepot.data.generators.run import build_request
+
+    spec = all_generators()["ns2d_pda"]
+    assert build_request(spec, tmp_path, size=64).stored_size == 64  # stores the simulation grid
+    with pytest.raises(ConfigError, match="beyond this solver's limit"):
+        build_request(spec, tmp_path, size=256)
+    with pytest.raises(ConfigError, match="must equal --size 64"):
+        build_request(spec, tmp_path, size=64, stored_size=32)

@@ -160,3 +160,40 @@ def test_cli_generates_and_prints_a_table(tmp_path, capsys):
     assert rows[0]["train_size"] == 2 and rows[0]["t_total"] == 101
     assert main(["data", "generate", "nope", "--data-root", str(tmp_path)]) == 2
     assert "no generator for dataset id(s) nope" in capsys.readouterr().err
+
+
+def test_a_killed_run_is_replaced_by_the_rerun(tmp_path, monkeypatch):
+    """Outputs written before a kill carry an "in progress" stamp: the same command rerun replaces them."""
+    import moepot.data.converters as converters
+
+    convert = converters.convert
+
+    def killed(*args, **kwargs):
+        convert(*args, **kwargs)
+        raise KeyboardInterrupt  # after the outputs, before the final stamp
+
+    monkeypatch.setattr(converters, "convert", killed)
+    with pytest.raises(KeyboardInterrupt):
+        generate(["dr_pdb"], data_root=tmp_path, **TINY)
+    assert json.loads((tmp_path / "raw" / "dr_pdb" / STAMP_FILE).read_text())["status"] == "in progress"
+    monkeypatch.setattr(converters, "convert", convert)
+    entry = generate(["dr_pdb"], data_root=tmp_path, **TINY)["dr_pdb"]
+    assert validate_entry(entry, tmp_path).ok
+    assert "status" not in json.loads((tmp_path / "raw" / "dr_pdb" / STAMP_FILE).read_text())
+
+
+def test_raw_files_kept_from_other_options_do_not_join_a_new_request(tmp_path):
+    generate(["swe_pdb"], data_root=tmp_path, keep_raw=True, **{**TINY, "n_train": 3})
+    (tmp_path / "raw" / "swe_pdb" / "stale.h5").write_bytes(b"from an earlier request")
+    generate(["swe_pdb"], data_root=tmp_path, keep_raw=True, **TINY)
+    assert sorted(p.name for p in (tmp_path / "raw" / "swe_pdb").iterdir()) == ["2D_rdb_NA_NA.h5", STAMP_FILE]
+
+
+def test_cli_generate_takes_a_user_catalogue(tmp_path):
+    """--catalog as on every data command: a user entry moving the outputs is where they land."""
+    user = tmp_path / "mine.yaml"
+    user.write_text("dr_pdb:\n  train_path: mine/dr_train\n  test_path: mine/dr_test\n")
+    argv = ["data", "generate", "dr_pdb", "--n-train", "2", "--n-test", "1", "--size", "8",
+            "--data-root", str(tmp_path), "--catalog", str(user), "--no-progress"]
+    assert main(argv) == 0
+    assert sorted(p.name for p in (tmp_path / "mine" / "dr_train").iterdir()) == ["data_0.hdf5", "data_1.hdf5"]

@@ -65,6 +65,9 @@ class GeneratorSpec:
         n_test: default number of test trajectories.
         quick: overrides (keys of GenerateRequest) used by ``--suite quick``.
         description: one line on the PDE and solver.
+        stores_simulation_grid: the raw layout stores the simulation grid itself (PDEArena):
+            ``stored_size`` must equal ``size`` (and defaults to it).
+        max_size: the largest ``size`` the solver can run (None: no limit).
     """
 
     name: str
@@ -76,6 +79,8 @@ class GeneratorSpec:
     n_test: int
     quick: dict = field(default_factory=dict)
     description: str = ""
+    stores_simulation_grid: bool = False
+    max_size: int | None = None
 
 
 def all_generators() -> dict[str, GeneratorSpec]:

@@ -51,6 +51,8 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="root of the data and catalog.yaml (default: $MOEPOT_DATA_ROOT, else .)",
     )
+    parser.add_argument("--catalog", metavar="FILE", default=None,
+                        help="your own catalogue YAML, adding or overriding entries (default: $MOEPOT_CATALOG)")
     parser.add_argument("--keep-raw", action="store_true", help="keep the raw files after conversion")
     parser.add_argument("--workers", type=int, default=None,
                         help="datasets generated in parallel processes (default: one per core)")  # fmt: skip
@@ -79,6 +81,7 @@ def run_generate(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         keep_raw=args.keep_raw,
         workers=args.workers,
+        catalog_file=args.catalog,
     )
     rows = [
         {

@@ -145,6 +145,12 @@ def simulate(
     return u, vx, vy
 
 
+def _file_seed(seed: int, file_index: int) -> int:
+    """The seed in the name of file ``file_index``: the converter numbers trajectories in sorted
+    file-name order, and seeds of one width (100000 + index for seed 0) sort as their indices do."""
+    return (seed + 1) * 100_000 + file_index
+
+
 def _file_name(mode: str, file_seed: int, buoyancy: float, n: int) -> str:
     suffix = f"_{n}" if mode == "train" else ""
     return f"NavierStokes2D_{mode}_{file_seed}_{buoyancy:.5f}{suffix}.h5"
@@ -185,9 +191,8 @@ def write_raw(request: GenerateRequest, *, name: str) -> Path:
                 simulate(smoke0[k : k + BATCH], buoyancy, smoke_set) for k in range(0, len(members), BATCH)
             ]
             u, vx, vy = (np.concatenate([part[j] for part in parts]) for j in range(3))
-            file_seed = request.seed * 100_000 + file_index
             _write_file(
-                folder / _file_name(mode, file_seed, buoyancy, len(members)),
+                folder / _file_name(mode, _file_seed(request.seed, file_index), buoyancy, len(members)),
                 mode,
                 u,
                 vx,
@@ -229,6 +234,9 @@ def _spec(name: str) -> GeneratorSpec:
         n_train=32,
         n_test=8,
         quick={"size": 32, "stored_size": 32, "n_train": 16, "n_test": 4},
+        stores_simulation_grid=True,
+        # PhiFlow's pressure solve indexes its (side^2)^2 sparse matrix with 32-bit integers
+        max_size=215,
         description=(
             f"smoke buoyancy NS on [0, 32]^2 ({buoyancy}, T={smoke_set.n_frames}) with PhiFlow: "
             "semi-Lagrangian advection, explicit diffusion, pressure projection (needs phiflow)"

@@ -135,10 +135,19 @@ def build_request(
     if size is not None:
         upstream = _upstream_side(spec.name) or base.stored_size
         stored_default = min(size, upstream) if size % min(size, upstream) == 0 else size
+        if spec.stores_simulation_grid:
+            stored_default = size
         base = replace(base, size=size, stored_size=stored_default)
     explicit = {"n_train": n_train, "n_test": n_test, "stored_size": stored_size}
     request = replace(base, **{key: value for key, value in explicit.items() if value is not None})
     _check_request(spec.name, request)
+    if spec.max_size is not None and request.size > spec.max_size:
+        raise ConfigError(f"{spec.name}: --size {request.size} is beyond this solver's limit of {spec.max_size}")
+    if spec.stores_simulation_grid and request.stored_size != request.size:
+        raise ConfigError(
+            f"{spec.name}: --stored-size {request.stored_size} must equal --size {request.size} "
+            "(this raw layout stores the simulation grid)"
+        )
     return request
 
 
@@ -180,6 +189,11 @@ def _output_paths(entry: DatasetEntry, data_root: Path) -> list[Path]:
 
 def _outputs_present(paths: list[Path]) -> bool:
     return all(path.exists() for path in paths)
+
+
+def _write_stamp(path: Path, stamp: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
 
 
 def _remove(path: Path) -> None:
@@ -235,6 +249,7 @@ def generate(
     progress: bool = True,
     keep_raw: bool = False,
     workers: int | None = None,
+    catalog_file: str | os.PathLike | None = None,
 ) -> dict[str, DatasetEntry]:
     """Generate, convert and catalogue each dataset id; return ``{id: DatasetEntry}``.
 
@@ -251,6 +266,8 @@ def generate(
             per CPU core, at most one per dataset; 1: in this process). The solvers are small
             and latency-bound, so one thread per dataset uses the cores better than sharing
             every core across one dataset at a time.
+        catalog_file: your own catalogue layered over the built-in one and DATA_ROOT/catalog.yaml
+            (None: ``$MOEPOT_CATALOG`` if set), as for the other ``data`` commands.
 
     Raises:
         ConfigError: an unknown id or suite, or an invalid size/count.
@@ -277,15 +294,16 @@ def generate(
         workers = min(len(wanted), os.cpu_count() or 1)
     if workers <= 1 or len(wanted) == 1:
         for name in wanted:
-            _generate_one(specs[name], requests[name], root, keep_raw=keep_raw)
+            _generate_one(specs[name], requests[name], root, keep_raw=keep_raw, catalog_file=catalog_file)
     else:
         context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch threads
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_thread) as pool:
-            futures = [pool.submit(_generate_one, specs[name], requests[name], root, keep_raw=keep_raw)
+            futures = [pool.submit(_generate_one, specs[name], requests[name], root, keep_raw=keep_raw,
+                                   catalog_file=catalog_file)
                        for name in wanted]  # fmt: skip
             for future in futures:
                 future.result()  # re-raises a worker's error here, with its message
-    catalog = load_catalog(data_root=root)
+    catalog = load_catalog(catalog_file, data_root=root)
     return {name: catalog[name] for name in wanted}
 
 
@@ -295,10 +313,11 @@ def _single_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _generate_one(spec: GeneratorSpec, request: GenerateRequest, root: Path, *, keep_raw: bool) -> None:
+def _generate_one(spec: GeneratorSpec, request: GenerateRequest, root: Path, *, keep_raw: bool,
+                  catalog_file: str | os.PathLike | None = None) -> None:
     from moepot.data.converters import convert
 
-    entry = load_catalog(data_root=root)[spec.name]
+    entry = load_catalog(catalog_file, data_root=root)[spec.name]
     outputs = _output_paths(entry, root)
     stamp_path = Path(request.raw_dir) / STAMP_FILE
     stamp = _stamp(spec, request)
@@ -315,9 +334,15 @@ def _generate_one(spec: GeneratorSpec, request: GenerateRequest, root: Path, *, 
             f"{spec.name}: {', '.join(map(str, existing))} already exist(s) and were not written by "
             f"`moepot data generate` (no stamp {stamp_path}); remove them or choose another --data-root"
         )
-    for path in [*existing, stamp_path]:
+    for path in existing:
         _remove(path)
+    # raw/<id>/ is generate's own: raw files kept (--keep-raw) from other options must not join
+    # this request's (a converter reads every file in the folder)
+    _remove(Path(request.raw_dir))
     Path(request.raw_dir).mkdir(parents=True, exist_ok=True)
+    # a stamp that says "in progress" marks the outputs as ours should this run be killed: the
+    # rerun then replaces them (it never equals a finished request's stamp)
+    _write_stamp(stamp_path, {**stamp, "status": "in progress"})
     side = request.stored_size
     if tuple(entry.in_size) != (side, side):  # converters that resample (CFDBench) read in_size
         record_entries(root, {spec.name: {"in_size": [side, side]}})
@@ -340,11 +365,11 @@ def _generate_one(spec: GeneratorSpec, request: GenerateRequest, root: Path, *, 
         n_train=request.n_train,
         n_test=request.n_test,
         progress=request.progress,
+        catalog_file=catalog_file,
     )
-    entry = load_catalog(data_root=root)[spec.name]
+    entry = load_catalog(catalog_file, data_root=root)[spec.name]
     record_entries(root, {spec.name: measured_facts(entry, root)})
-    with atomic_path(stamp_path) as tmp:
-        tmp.write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
+    _write_stamp(stamp_path, stamp)
     if not keep_raw:
         for path in Path(request.raw_dir).iterdir():
             if path.name != STAMP_FILE:
