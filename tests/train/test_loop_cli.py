@@ -137,3 +137,26 @@ def test_evaluate_rejects_bad_options_in_one_line(tmp_path, capsys, options, mes
 def test_evaluate_on_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(tmp_path / "x.pt"), "--data", "decay_a", "--device", "cuda"]) == 2
     assert "sees no CUDA GPU" in capsys.readouterr().err
+
+
+def test_evaluate_takes_its_settings_from_a_config(data_root, tmp_path, capsys):
+    """`moepot evaluate --config FILE`: test_paths, n_test, batch_size from the file (the
+    original's evaluate YAML); --data, --n-test ... given on the command line win."""
+    from moepot import build_model
+    from moepot.models.registry import save_pretrained
+
+    export = save_pretrained(build_model("moepot", img_size=16, patch_size=4, in_channels=2, out_channels=2,
+                                         in_timesteps=4, embed_dim=16, depth=1, n_blocks=2, modes=3,
+                                         out_layer_dim=8), tmp_path / "m.safetensors")  # fmt: skip
+    config = tmp_path / "eval.yaml"
+    config.write_text("file: evaluate.py\ntest_paths: [decay_a, decay_b]\nn_test: 2\nbatch_size: 1\n")
+    common = ["evaluate", "--checkpoint", str(export), "--data-root", str(data_root), "--json"]
+    assert main([*common, "--config", str(config)]) == 0
+    from_config = json.loads(capsys.readouterr().out)
+    assert set(from_config) == {"decay_a", "decay_b"}
+    assert main([*common, "--data", "decay_a", "decay_b", "--n-test", "2"]) == 0
+    assert json.loads(capsys.readouterr().out) == from_config  # same settings, same numbers
+    assert main([*common, "--config", str(config), "--data", "decay_b"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"decay_b"}
+    assert main([*common]) == 2
+    assert "--data NAME" in capsys.readouterr().err

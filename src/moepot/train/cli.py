@@ -45,12 +45,16 @@ def register(subparsers: Any) -> None:
 
     parser = subparsers.add_parser("evaluate", help="evaluate a checkpoint on test datasets")
     parser.add_argument("--checkpoint", required=True, help="our checkpoint or an official .pth")
-    parser.add_argument("--data", nargs="+", required=True, metavar="NAME", help="dataset names")
+    parser.add_argument("--data", nargs="+", metavar="NAME", help="dataset names (default: the config's test_paths)")
+    parser.add_argument("--config", help="YAML config or preset (e.g. evaluate) giving test_paths, res, n_test, "
+                                         "batch_size, data_root, catalog; options given here win")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (YAML value), repeatable")
     parser.add_argument("--res", type=positive_int, help="evaluation grid (default: the model's)")
     parser.add_argument("--data-root", help="root of the dataset files")
     parser.add_argument("--catalog", help="extra dataset catalogue (YAML)")
     parser.add_argument("--n-test", type=positive_int, help="first N test trajectories of each dataset")
-    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--batch-size", type=positive_int, help="trajectories per batch (default 8)")
     parser.add_argument("--teacher-forced", action="store_true", help="also report the teacher-forced error")
     parser.add_argument("--save-rollouts", metavar="FILE", help="write predictions and targets to HDF5")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ...")
@@ -130,19 +134,46 @@ def run_task(config, device: str | None, *, finetune: bool, resume: str | None =
     return 0
 
 
+def evaluation_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``evaluate``'s settings: the command-line options, else the config's (``--config``), else
+    the defaults (the model's grid, every test trajectory, batch 8)."""
+    settings: dict[str, Any] = {"data": None, "res": None, "n_test": None, "batch_size": 8, "data_root": None,
+                                "catalog": None}  # fmt: skip
+    if args.config:
+        from moepot.train.config import load_config
+
+        configs = load_config(args.config, args.overrides)
+        if len(configs) != 1:
+            raise ConfigError(f"evaluate --config {args.config}: expected one task, the file has {len(configs)}")
+        config = configs[0]
+        given = config.model_fields_set  # keys the file (or --set) gave: the others keep evaluate's defaults
+        settings.update({key: getattr(config, key) for key in ("res", "n_test", "batch_size", "data_root", "catalog")
+                         if key in given and getattr(config, key) is not None})  # fmt: skip
+        settings["data"] = list(config.test_paths or config.train_paths)
+    elif args.overrides:
+        raise ConfigError("evaluate: --set needs --config")
+    given = {"data": args.data, "res": args.res, "n_test": args.n_test, "batch_size": args.batch_size,
+             "data_root": args.data_root, "catalog": args.catalog}  # fmt: skip
+    settings.update({key: value for key, value in given.items() if value is not None})
+    if not settings["data"]:
+        raise ConfigError("evaluate: name the datasets with --data NAME ... (or give a --config with test_paths)")
+    return settings
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from moepot.eval.evaluate import evaluate_model
     from moepot.train.loop import load_model_for_eval
 
+    settings = evaluation_settings(args)
     model = load_model_for_eval(args.checkpoint, device=args.device)
     results = evaluate_model(
         model,
-        args.data,
-        res=args.res,
-        data_root=args.data_root,
-        catalog=args.catalog,
-        n_test=args.n_test,
-        batch_size=args.batch_size,
+        settings["data"],
+        res=settings["res"],
+        data_root=settings["data_root"],
+        catalog=settings["catalog"],
+        n_test=settings["n_test"],
+        batch_size=settings["batch_size"],
         teacher_forced=args.teacher_forced,
         save_path=args.save_rollouts,
     )

@@ -31,7 +31,7 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
         "--suite",
         choices=sorted(SUITES),
         default=None,
-        help="a named set of ids with its own default sizes (quick: the six pre-training sets at 64x64)",
+        help="a named set of ids with its own default sizes (quick: the six pre-training sets at 64x64, ns2d_pdb at 32x32)",
     )
     parser.add_argument("--n-train", metavar="N", type=int, default=None, help="training trajectories")
     parser.add_argument("--n-test", metavar="N", type=int, default=None, help="test trajectories")
