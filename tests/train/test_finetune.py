@@ -47,6 +47,15 @@ def test_other_channels_and_resolution_reinitialise_with_a_warning(caplog):
     assert "re-initialised: patch_embed.proj.0.weight" in caplog.text
 
 
+@pytest.mark.parametrize("other", [{"embed_dim": 32}, {"depth": 2}, {"num_experts": 8}])
+def test_a_checkpoint_of_another_trunk_is_refused_not_mostly_reinitialised(other):
+    """Fine-tuning is about the pre-trained blocks: a config describing another model is an error."""
+    target = tiny(1)
+    with pytest.raises(ConfigError, match=r"differ in the pre-trained blocks \((missing|unexpected|mis-shaped) keys"):
+        load_components(target, tiny(0, **other).state_dict(), ["blocks", "pos"])
+    load_components(target, tiny(0, **other).state_dict(), ["patch"])  # the trunk not asked for: fine
+
+
 def test_unknown_component_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown component.*time_agg"):
         load_components(tiny(0), tiny(1).state_dict(), ["bloks"])

@@ -16,7 +16,10 @@ Components (the original's names) and the state-dict keys they cover:
 The original's default is ``blocks, pos, time_agg``. A tensor whose shape differs between the
 source and the new model (another channel count, ``T_in`` or resolution) keeps the new model's
 fresh initialisation, except the positional embedding, which is interpolated to the new grid;
-every such case is listed in one warning. After loading, :func:`prepare_finetune` freezes the MoE
+every such case is listed in one warning. The blocks are the pre-trained trunk itself: when they
+are selected and differ (another width, depth or number of experts: the config describes another
+model than the checkpoint), loading stops with a :class:`ConfigError` naming the keys, instead of
+fine-tuning a mostly fresh model. After loading, :func:`prepare_finetune` freezes the MoE
 router and feature extractor (``model.set_finetune(True)``: eval mode, temperature 0.5, no
 balance loss).
 """
@@ -111,6 +114,8 @@ def load_components(
         )
     source = {k.removeprefix("module."): v for k, v in source.items()}
     target = model.state_dict()
+    if _selected("blocks.", names):
+        _require_same_trunk(source, target)
     report = LoadReport()
     new_state: dict[str, torch.Tensor] = {}
     for key, value in target.items():
@@ -142,6 +147,22 @@ def load_components(
         log.warning("fine-tuning: not in the checkpoint (fresh init kept): %s", ", ".join(report.missing))
     log.info("fine-tuning: loaded %d tensors (%s)", len(report.loaded), ", ".join(names))
     return report
+
+
+def _require_same_trunk(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> None:
+    """Raise a :class:`ConfigError` unless the ``blocks.*`` tensors of both match key for key
+    (MoE temperatures aside: official files have none)."""
+    from moepot.models.checkpoints import describe_mismatch
+
+    def trunk(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in state.items() if k.startswith("blocks.") and not k.endswith(".temperature")}
+
+    mismatch = describe_mismatch(trunk(target), trunk(source), limit=4)
+    if mismatch:
+        raise ConfigError(
+            f"fine-tuning: the config's model and the checkpoint's differ in the pre-trained blocks ({mismatch}); "
+            "set model, width, n_layers, n_blocks, mlp_ratio (and the experts) to the checkpoint's"
+        )
 
 
 def prepare_finetune(model: nn.Module) -> None:
