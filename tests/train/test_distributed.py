@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 from ddp_worker import worker
 from tiny_data import write_decay_mixture
 
-from moepot.train.checkpoint import load_checkpoint
+from moepot.train.checkpoint import RunLock, load_checkpoint
 from moepot.train.config import TrainConfig
 from moepot.train.loop import train
 
@@ -58,8 +58,44 @@ def runs(tmp_path_factory):
                               finetune_from=finetune_from, device="cpu", progress=False)
         jobs.append({"config": {**config, "batch_size": 2}, "run_dir": str(root / f"{name}-two"),
                      "finetune_from": finetune_from, "out": str(root / f"{name}-two.pt")})
-    mp.spawn(worker, args=(2, free_port(), jobs), nprocs=2, join=True)
-    return {name: (singles[name], torch.load(root / f"{name}-two.pt", weights_only=True)) for name in scenarios}
+    # input noise differs per rank: an interrupted run resumed must continue every rank's stream
+    noisy = {**TINY, "model": "moepot", "data_root": str(root), "batch_size": 2, "noise_scale": 0.05,
+             "checkpoint_every_steps": 1}  # fmt: skip
+    jobs += [
+        {"config": noisy, "run_dir": str(root / "noise-whole"), "out": str(root / "noise-whole.pt")},
+        {"config": noisy, "run_dir": str(root / "noise-cut"), "stop_after_steps": 2, "out": str(root / "cut.pt")},
+        {"config": noisy, "run_dir": str(root / "noise-cut"), "resume": "auto", "out": str(root / "noise-resumed.pt")},
+        # a run directory locked by another run: refused on every rank, and the next job still runs
+        {"config": noisy, "run_dir": str(root / "locked"), "expect_error": True, "out": str(root / "locked")},
+        {"buffers": str(root / "buffers")},
+    ]
+    with RunLock(root / "locked"):
+        mp.spawn(worker, args=(2, free_port(), jobs), nprocs=2, join=True)
+    outcome = {name: (singles[name], torch.load(root / f"{name}-two.pt", weights_only=True)) for name in scenarios}
+    outcome["root"] = root
+    return outcome
+
+
+def test_an_interrupted_two_process_run_with_input_noise_resumes_exactly(runs):
+    root = runs["root"]
+    whole = torch.load(root / "noise-whole.pt", weights_only=True)
+    resumed = torch.load(root / "noise-resumed.pt", weights_only=True)
+    assert resumed["losses"] == whole["losses"][2:]
+    a, b = load_checkpoint(whole["checkpoint"])["model"], load_checkpoint(resumed["checkpoint"])["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_a_run_directory_refused_on_rank_0_stops_every_rank(runs):
+    root = runs["root"]
+    for rank in (0, 1):
+        assert "in use by another run" in torch.load(root / f"locked.{rank}", weights_only=True)
+
+
+def test_broadcast_buffers_gives_every_rank_rank_0s_statistics(runs):
+    root = runs["root"]
+    for rank in (0, 1):
+        assert torch.equal(torch.load(root / f"buffers.{rank}", weights_only=True), torch.zeros(3))
 
 
 @pytest.mark.parametrize("scenario", ["dense", "moe"])

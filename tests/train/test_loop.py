@@ -264,3 +264,18 @@ def test_resume_under_another_architecture_or_optimizer_is_a_clear_error(data_ro
     with pytest.raises(CheckpointError, match=r"'cycle' schedule spans 4 steps, this config's 6"):
         train(cfg.model_copy(update={"max_steps": 6}), run_dir=tmp_path / "run", resume="auto", progress=False)
     assert (tmp_path / "run" / "config.yaml").read_text() == saved  # the run's own config kept
+
+
+def test_a_time_placeholder_in_the_run_directory_is_the_start_time(data_root, tmp_path):
+    """Runs without --run-dir get `runs/<label>-{time}`, filled in by train() (which agrees on the
+    time across torchrun processes), so every process writes to the same directory."""
+    import re
+
+    from moepot.cli import build_parser
+    from moepot.train.cli import prepare_configs
+
+    args = build_parser().parse_args(["pretrain", "--config", "tiny_cpu_dpot"])
+    assert prepare_configs(args, "pretrain")[0].run_dir.endswith("-{time}")
+    cfg = tiny_config(data_root, model="dpot", epochs=1, warmup_epochs=0, lr_method="step", max_steps=1)
+    result = train(cfg, run_dir=tmp_path / "r-{time}", progress=False)
+    assert re.fullmatch(r"r-\d{8}-\d{6}", result.run_dir.name) and (result.run_dir / "checkpoints").is_dir()

@@ -13,7 +13,6 @@ import argparse
 import functools
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -64,15 +63,16 @@ def register(subparsers: Any) -> None:
 
 def prepare_configs(args: argparse.Namespace, command: str) -> list:
     """The validated tasks with the command-line options folded in."""
-    from moepot.train.config import load_config
+    from moepot.train.config import TIME_PLACEHOLDER, load_config
 
     configs = load_config(args.config, args.overrides)
-    if args.resume == "auto" and not args.run_dir and any(c.run_dir is None for c in configs):
+    if args.resume == "auto" and not args.run_dir and any(
+        c.run_dir is None or TIME_PLACEHOLDER in c.run_dir for c in configs
+    ):
         raise ConfigError(
             "--resume auto continues the run in --run-dir (or the config's run_dir); without one every "
             "run gets a new timestamped directory with nothing to resume: give --run-dir DIR"
         )
-    stamp = time.strftime("%Y%m%d-%H%M%S")
     # tasks that would share one directory (the config's run_dir, not varied by the tasks grid)
     # each get a subdirectory, as with --run-dir
     run_dirs = [c.run_dir for c in configs]
@@ -92,8 +92,9 @@ def prepare_configs(args: argparse.Namespace, command: str) -> list:
         elif config.run_dir in shared_dirs:
             update["run_dir"] = str(Path(config.run_dir) / f"task{i}-{config.run_label()}")
         elif config.run_dir is None:
+            # the time is filled in when the run starts (train() agrees on it across processes)
             suffix = "" if len(configs) == 1 else f"-task{i}"
-            update["run_dir"] = str(config.default_run_dir(stamp + suffix))
+            update["run_dir"] = str(config.default_run_dir(TIME_PLACEHOLDER + suffix))
         prepared.append(config.model_copy(update=update))
     if command == "finetune":
         missing = [i for i, c in enumerate(prepared) if not c.resume_path]

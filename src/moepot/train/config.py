@@ -465,12 +465,16 @@ class TrainConfig(BaseModel):
         return re.sub(r"[^A-Za-z0-9._+=-]+", "_", label).strip("_") or "run"
 
     def default_run_dir(self, timestamp: str) -> Path:
-        """``run_dir`` if set, else ``runs/<log_path or run_label>-<timestamp>``."""
+        """``run_dir`` if set (its ``{time}``, if any, replaced by ``timestamp``), else
+        ``runs/<log_path or run_label>-<timestamp>``."""
         if self.run_dir is not None:
-            return Path(self.run_dir)
+            return Path(self.run_dir.replace(TIME_PLACEHOLDER, timestamp))
         base = re.sub(r"[^A-Za-z0-9._+=-]+", "_", self.log_path) if self.log_path else self.run_label()
         return Path("runs") / f"{base}-{timestamp}"
 
+
+# In a run_dir, replaced by the run's start time (the same on every torchrun process).
+TIME_PLACEHOLDER = "{time}"
 
 # Fields holding numbers (or lists of numbers): booleans are refused there.
 _NUMERIC_FIELDS = frozenset(

@@ -124,6 +124,27 @@ def broadcast_object(obj: object, info: DistInfo, src: int = 0) -> object:
     return box[0]
 
 
+def all_gather_object(obj: object, info: DistInfo) -> list:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` in a single process)."""
+    if not info.distributed:
+        return [obj]
+    gathered: list = [None] * info.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_buffers(model: torch.nn.Module, info: DistInfo, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm statistics, MoE temperatures) to every rank.
+
+    DDP broadcasts them at the start of each training forward, so after the last step each rank
+    holds the statistics of its own batches; an evaluation then would not be the checkpoint's
+    (rank 0's) model.
+    """
+    if info.distributed:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=src)
+
+
 def wrap_model(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
     """Wrap in DistributedDataParallel when there are several ranks.
 

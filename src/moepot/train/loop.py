@@ -53,7 +53,7 @@ from moepot.train.checkpoint import (
     remove_partial_writes,
     restore_rng,
 )
-from moepot.train.config import TrainConfig
+from moepot.train.config import TIME_PLACEHOLDER, TrainConfig
 from moepot.train.logger import RunLogger
 from moepot.train.optim import build_optimizer
 from moepot.train.schedules import build_scheduler, scale_schedule
@@ -128,10 +128,21 @@ def train(
 
     # ---------------------------------------------------------------- run directory
     stamp = dist_utils.broadcast_object(time.strftime("%Y%m%d-%H%M%S"), info)
-    run_path = Path(run_dir) if run_dir is not None else config.default_run_dir(str(stamp))
+    # a {time} in the directory becomes this start time (the same on every process)
+    if run_dir is not None:
+        run_path = Path(str(run_dir).replace(TIME_PLACEHOLDER, str(stamp)))
+    else:
+        run_path = config.default_run_dir(str(stamp))
     lock = RunLock(run_path)
+    refused = None
     if info.is_main:
-        lock.acquire()
+        try:
+            lock.acquire()
+        except CheckpointError as exc:
+            refused = str(exc)
+    refused = dist_utils.broadcast_object(refused, info)  # every rank stops, not rank 0 alone
+    if refused:
+        raise CheckpointError(refused)
     try:
         with contextlib.ExitStack() as cleanup:  # closes the progress bar first, so an error starts a new line
             return _train_locked(
@@ -280,6 +291,12 @@ def _train_locked(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         restore_rng(state["rng"], noise)
+        per_rank = state.get("noise_per_rank")  # each rank's noise stream (rank 0's is in "rng")
+        if per_rank is not None and len(per_rank) == info.world_size:
+            noise.set_state(per_rank[info.rank])
+        elif per_rank is not None:
+            log.warning("resuming a run of %d processes on %d: the input-noise streams continue from "
+                        "rank 0's, so the run is not an exact continuation", len(per_rank), info.world_size)
         step, epoch = state["step"], state["epoch"]
         batch_in_epoch, best_metric = state["batch_in_epoch"], state["best_metric"]
         logger.resume_from(step)
@@ -300,13 +317,14 @@ def _train_locked(
         else contextlib.nullcontext()
     )
 
-    def snapshot(complete: bool) -> dict[str, Any]:
+    def snapshot(complete: bool, noise_per_rank: list[torch.Tensor]) -> dict[str, Any]:
         return {
             "model": raw_model.state_dict(),
             "model_config": _model_config_dict(raw_model),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": capture_rng(noise),
+            "noise_per_rank": noise_per_rank,
             "step": step,
             "epoch": epoch,
             "batch_in_epoch": batch_in_epoch,
@@ -319,14 +337,16 @@ def _train_locked(
 
     def save(is_best: bool = False, complete: bool = False) -> Path:
         """Rank 0 writes; every rank gets the path (for a later restore)."""
+        noise_per_rank = dist_utils.all_gather_object(noise.get_state(), info)
         if info.is_main:
-            checkpoints.save(snapshot(complete), step=step, is_best=is_best)
+            checkpoints.save(snapshot(complete, noise_per_rank), step=step, is_best=is_best)
         dist_utils.barrier(info)
         return checkpoints.step_path(step)
 
     def evaluate() -> dict[str, dict[str, float]]:
         from moepot.eval.evaluate import evaluate_model
 
+        dist_utils.broadcast_buffers(raw_model, info)  # every rank evaluates the checkpoint's model
         results = evaluate_model(
             raw_model,
             list(config.test_paths or train_names),
