@@ -284,7 +284,15 @@ def stage_breakdown(name: str, catalog: Catalog, rounds: int) -> dict:
 
 def run(quick: bool) -> dict:
     """Write the sets, time every storage x worker count, and break one item down into stages."""
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a DataLoader item runs on one core; keeps the two sides comparable
+    try:
+        return _measure(quick)
+    finally:
+        torch.set_num_threads(previous_threads)  # the benchmarks run after this one keep theirs
+
+
+def _measure(quick: bool) -> dict:
     n_samples = 24 if quick else 64
     repeats = 3 if quick else 7
     storages = ("mixture",) if quick else tuple(STORAGES)

@@ -1,6 +1,6 @@
 """Speed of the built-in PDE generators at the quick-suite size, and the quick suite's wall time.
 
-For every generator: seconds per trajectory of ``spec.write_raw`` at its ``--suite quick`` grid
+For every generator: seconds per simulation (a trajectory; a CFDBench case) of ``spec.write_raw`` at its ``--suite quick`` grid
 (a few trajectories, raw layout written, no conversion), and the projected time of its quick
 share. Without ``quick``, the whole ``moepot data generate --suite quick`` is also run once in a
 temporary data root (raw files, conversion, catalogue), the number the quickstart depends on
@@ -27,13 +27,14 @@ SUITE_TARGET_S = 180.0
 
 
 def _time_generator(spec, folder: Path, n_trajectories: int) -> float:
-    """Seconds per trajectory of ``spec.write_raw`` at the quick size."""
+    """Seconds per simulation of ``spec.write_raw`` at the quick size (a simulation is one
+    trajectory, or one CFDBench case: :meth:`GeneratorSpec.simulation_count`)."""
     request = build_request(spec, folder, suite="quick", progress=False)
     request = dataclasses.replace(request, n_train=max(1, n_trajectories - 1), n_test=1)
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     spec.write_raw(request)
-    return (time.perf_counter() - start) / (request.n_train + request.n_test)
+    return (time.perf_counter() - start) / spec.simulation_count(request.n_train, request.n_test)
 
 
 def run(quick: bool = False) -> dict:
@@ -50,13 +51,15 @@ def run(quick: bool = False) -> dict:
         for name in names:
             spec = specs[name]
             request = build_request(spec, Path(tmp), suite="quick", progress=False)
-            per_trajectory = _time_generator(spec, Path(tmp) / "per_traj" / name, 4 if quick else 16)
+            per_simulation = _time_generator(spec, Path(tmp) / "per_traj" / name, 4 if quick else 16)
+            simulations = spec.simulation_count(request.n_train, request.n_test)
             results["generators"][name] = {
                 "size": request.size,
                 "stored_size": request.stored_size,
                 "quick_trajectories": request.n_train + request.n_test,
-                "s_per_trajectory": per_trajectory,
-                "projected_quick_s": per_trajectory * (request.n_train + request.n_test),
+                "quick_simulations": simulations,
+                "s_per_simulation": per_simulation,
+                "projected_quick_s": per_simulation * simulations,
                 "in_quick_suite": name in suite,
             }
         results["suite_projected_s"] = sum(
@@ -74,15 +77,18 @@ def markdown(results: dict) -> str:
     lines = [
         f"### Generators at the quick size ({results['threads']} torch threads)",
         "",
-        "| dataset id | grid (sim/stored) | s / trajectory | quick trajectories | projected quick s |",
-        "|---|---|---|---|---|",
+        "| dataset id | grid (sim/stored) | s / simulation | quick trajectories | simulations | projected quick s |",
+        "|---|---|---|---|---|---|",
     ]
     for name, row in results["generators"].items():
         mark = " (quick suite)" if row["in_quick_suite"] else ""
         lines.append(
-            f"| {name}{mark} | {row['size']}/{row['stored_size']} | {row['s_per_trajectory']:.3f} | "
-            f"{row['quick_trajectories']} | {row['projected_quick_s']:.1f} |"
+            f"| {name}{mark} | {row['size']}/{row['stored_size']} | {row['s_per_simulation']:.3f} | "
+            f"{row['quick_trajectories']} | {row['quick_simulations']} | {row['projected_quick_s']:.1f} |"
         )
+    lines.append("")
+    lines.append("A simulation is one trajectory, except for cfdbench, which simulates whole cases (3 problems x "
+                 "cases) and cuts them into 20-frame trajectories.")
     lines.append("")
     lines.append(f"Quick suite, projected from the rows above: {results['suite_projected_s']:.1f} s "
                  f"(target <= {SUITE_TARGET_S:.0f} s).")

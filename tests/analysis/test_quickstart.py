@@ -106,3 +106,25 @@ def test_quickstart_writes_the_report_with_both_models_on_every_dataset(tmp_path
     assert saved["datasets"] == names and 0.0 <= saved["routing_accuracy"] <= 1.0
     assert Path(saved["report"]) == out / "report.html"
     assert "report:" in summary.text()
+
+
+def test_the_report_says_when_the_models_did_not_train_for_the_same_steps():
+    from moepot.analysis.quickstart import ModelRun, trained_for
+
+    def run(label, steps):
+        return ModelRun(label, "x", 10, 5, 1.0, steps=steps)
+
+    assert trained_for([run("MoE-POT", 20), run("DPOT", 20)]) == "for the same 20 optimizer steps"
+    uneven = trained_for([run("MoE-POT", 20), run("DPOT", 1)])
+    assert "20 (MoE-POT) and 1 (DPOT)" in uneven and "NOT the same" in uneven
+
+
+def test_quickstart_options_are_checked_in_one_line(tmp_path, capsys):
+    from moepot.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["quickstart", "--minutes", "inf"])
+    assert exit_.value.code == 2 and "positive finite number" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main(["quickstart", "--out", str(tmp_path / "afile"), "--data-root", str(tmp_path / "d")]) == 2
+    assert "a file is there" in capsys.readouterr().err

@@ -164,3 +164,26 @@ def test_figures_without_matplotlib_say_how_to_install_it(tmp_path, monkeypatch)
         monkeypatch.setitem(sys.modules, name, None)  # makes the import fail
     with pytest.raises(ConfigError, match=r"moepot\[analysis\]"):
         figures.rollout_figure(np.zeros((4, 4, 2, 1)), np.zeros((4, 4, 2, 1)), tmp_path / "x.png")
+
+
+def test_a_diverged_rollout_keeps_the_scale_of_its_finite_frames(tmp_path):
+    """NaN / inf in the prediction (a diverged rollout) must not blank the truth row or flatten the
+    error row's scale: the colour limits are those of the finite values."""
+    rng = np.random.default_rng(0)
+    truth = rng.standard_normal((16, 12, 5)).astype(np.float32)
+    prediction = truth + 0.1 * rng.standard_normal(truth.shape).astype(np.float32)
+    diverged = prediction.copy()
+    diverged[:, :, 3:] = np.nan
+    diverged[0, 0, 2] = np.inf
+    (low, high), error_max = figures.colour_limits(truth, diverged)
+    finite = np.concatenate([truth.ravel(), diverged[np.isfinite(diverged)]])
+    assert (low, high) == pytest.approx(tuple(np.percentile(finite, [1, 99])))
+    error = np.abs(diverged - truth)
+    assert error_max == pytest.approx(float(error[np.isfinite(error)].max()))
+    png = figures.rollout_figure(truth[..., None], diverged[..., None], tmp_path / "diverged.png")
+    assert read_png(png).shape[0] > 0
+
+
+def test_curve_means_are_not_taken_over_the_finite_datasets_only():
+    record = {"step": 1, "metrics": {"a": {"rel_l2_rollout": 1.0}, "b": {"rel_l2_rollout": float("inf")}}}
+    assert "mean rel_l2_rollout" not in figures.curve_values(record)  # a gap in the curve, not 1.0

@@ -181,9 +181,12 @@ def curve_values(record: dict) -> dict[str, float]:
         by_metric: dict[str, list[float]] = {}
         for metrics in per_dataset.values():
             for name, value in (metrics.items() if isinstance(metrics, dict) else ()):
-                if _is_number(value):
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
                     by_metric.setdefault(name, []).append(float(value))
-        values.update({f"mean {name}": float(np.mean(v)) for name, v in by_metric.items()})
+        # the mean over every dataset, as in the results table: a non-finite error makes it
+        # non-finite (left out of the plot, a gap) rather than silently dropping that dataset
+        means = {f"mean {name}": float(np.mean(v)) for name, v in by_metric.items()}
+        values.update({key: mean for key, mean in means.items() if math.isfinite(mean)})
     return values
 
 
@@ -273,6 +276,18 @@ def _step(record: dict, line: int) -> float:
 # --------------------------------------------------------------------------- rollouts
 
 
+def colour_limits(truth: np.ndarray, prediction: np.ndarray) -> tuple[tuple[float, float], float]:
+    """``((low, high), error_max)`` of :func:`rollout_figure`: one scale for truth and prediction
+    (their 1st-99th percentile) and the top of the |error| scale, from the finite values only, so a
+    diverged rollout's NaN / inf pixels stay blank and the rest keeps its scale."""
+    both = np.stack([truth, prediction])
+    finite = both[np.isfinite(both)]
+    low, high = (float(v) for v in np.percentile(finite, [1, 99])) if finite.size else (0.0, 1.0)
+    error = np.abs(prediction - truth)
+    finite_error = error[np.isfinite(error)]
+    return (low, high), (max(float(finite_error.max()), 1e-12) if finite_error.size else 1.0)
+
+
 def rollout_figure(
     truth: np.ndarray,
     prediction: np.ndarray,
@@ -309,13 +324,15 @@ def rollout_figure(
 
     truth, prediction = truth[..., channel], prediction[..., channel]
     error = np.abs(prediction - truth)
-    # one colour scale for truth and prediction, wide enough for both (1st-99th percentile)
-    low, high = (float(v) for v in np.percentile(np.stack([truth, prediction]), [1, 99]))
+    (low, high), error_max = colour_limits(truth, prediction)
+    n_bad = int(np.size(truth) + np.size(prediction) - np.isfinite(truth).sum() - np.isfinite(prediction).sum())
+    if n_bad:
+        title = f"{title or 'rollout'} ({n_bad} non-finite values, blank)"
     figure = new_figure(2.3 * len(steps) + 1.0, 6.6)
     figure.suptitle(title or "rollout", fontsize=11)
     axes = figure.subplots(3, len(steps), squeeze=False)
     rows = (("truth", truth, "viridis", low, high), ("prediction", prediction, "viridis", low, high),
-            ("|error|", error, "magma", 0.0, max(float(error.max()), 1e-12)))
+            ("|error|", error, "magma", 0.0, error_max))
     for r, (label, frames, cmap, vmin, vmax) in enumerate(rows):
         for c, step in enumerate(steps):
             ax = axes[r, c]

@@ -170,6 +170,8 @@ def run_quickstart(options: QuickstartOptions) -> QuickstartSummary:
     started = time.monotonic()
     sizes = resolve_sizes(options)
     out = Path(options.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: a file is there; give a directory (created if missing)")
     out.mkdir(parents=True, exist_ok=True)
     names = list(options.datasets)
 
@@ -198,7 +200,7 @@ def run_quickstart(options: QuickstartOptions) -> QuickstartSummary:
             steps = run.steps
 
     logger.info("5/5 rollouts, router analysis and report")
-    report_path, routing = write_quickstart_report(out, runs, names, sizes, options, steps)
+    report_path, routing = write_quickstart_report(out, runs, names, sizes, options)
     summary = QuickstartSummary(
         report=report_path, datasets=names, runs=runs,
         routing_accuracy=None if routing is None else routing.accuracy,
@@ -412,15 +414,25 @@ def train_run(run: ModelRun, config: TrainConfig, steps: int, run_dir: Path, opt
 # --------------------------------------------------------------------------- the report
 
 
+def trained_for(runs: list[ModelRun]) -> str:
+    """How long the models trained, for the report: the same steps, or (when the time cap stopped a
+    later run short of the steps an earlier one took) each run's steps and a warning."""
+    if len({run.steps for run in runs}) == 1:
+        return f"for the same {runs[0].steps} optimizer steps"
+    return (f"for {' and '.join(f'{run.steps} ({run.label})' for run in runs)} optimizer steps: NOT the same "
+            "number (the time cap stopped a run early), so the comparison below is not at equal training")
+
+
 def write_quickstart_report(out: Path, runs: list[ModelRun], names: list[str], sizes: dict[str, int],
-                            options: QuickstartOptions, steps: int) -> tuple[Path, ClassificationResult | None]:
+                            options: QuickstartOptions) -> tuple[Path, ClassificationResult | None]:
     """Rollouts, router analysis, figures and the report; returns ``(report.html path, classification)``."""
     models = {run.label: load_model_for_eval(run.checkpoint, device=options.device) for run in runs}
 
     report = Report("moepot quickstart: MoE-POT vs DPOT", out)
+    trained = trained_for(runs)
     report.text(
         f"Both models were pre-trained from scratch on the mixture of {len(names)} generated datasets "
-        f"({', '.join(names)}) for the same {steps} optimizer steps on a {sizes['res']}x{sizes['res']} grid "
+        f"({', '.join(names)}) {trained} on a {sizes['res']}x{sizes['res']} grid "
         f"(batch {sizes['batch_size']}, same seed and schedule), then evaluated zero-shot on each dataset's test "
         f"split ({options.n_test} trajectories, autoregressive rollout). The DPOT's MLP width is chosen so that "
         f"its parameter count matches the MoE-POT's activated parameters (4 of 16 routed experts per layer)."

@@ -141,3 +141,13 @@ def test_raw_tree_converts_to_at_least_the_requested_segments(raw_root, tmp_path
     with h5py.File(paths[0], "r") as train, h5py.File(paths[1], "r") as test:
         assert train["data"].shape[0] >= 4 and test["data"].shape[0] >= 2
         assert train["data"].shape[1:] == (64, 64, 20, 3)
+
+
+def test_simulation_count_is_the_number_of_cases_written(tmp_path):
+    """The generator benchmark's cost model: CFDBench simulates whole cases, not trajectories."""
+    from moepot.data.generators import all_generators
+
+    spec = all_generators()["cfdbench"]
+    request = GenerateRequest(raw_dir=tmp_path, n_train=3, n_test=1, size=16, stored_size=16, progress=False)
+    root = spec.write_raw(request)
+    assert len(list(root.glob("*/*/case*"))) == spec.simulation_count(3, 1) > 4

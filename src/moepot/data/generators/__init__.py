@@ -68,6 +68,9 @@ class GeneratorSpec:
         stores_simulation_grid: the raw layout stores the simulation grid itself (PDEArena):
             ``stored_size`` must equal ``size`` (and defaults to it).
         max_size: the largest ``size`` the solver can run (None: no limit).
+        simulations: ``(n_train, n_test) ->`` how many simulations ``write_raw`` runs for them
+            (None: one per trajectory; CFDBench simulates whole cases and cuts them into
+            segments). The generator benchmark's cost model.
     """
 
     name: str
@@ -81,6 +84,11 @@ class GeneratorSpec:
     description: str = ""
     stores_simulation_grid: bool = False
     max_size: int | None = None
+    simulations: Callable[[int, int], int] | None = None
+
+    def simulation_count(self, n_train: int, n_test: int) -> int:
+        """Simulations ``write_raw`` runs for ``n_train`` + ``n_test`` trajectories."""
+        return n_train + n_test if self.simulations is None else self.simulations(n_train, n_test)
 
 
 def all_generators() -> dict[str, GeneratorSpec]:

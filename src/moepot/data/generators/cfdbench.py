@@ -497,6 +497,7 @@ GENERATORS: list[GeneratorSpec] = [
         n_test=16,
         # 21 cases per problem: the converter's split then gives >= 96 train and 16 test segments
         quick={"size": 64, "stored_size": 64, "n_train": 96, "n_test": 16},
+        simulations=lambda n_train, n_test: len(PROBLEMS) * cases_per_problem(n_train, n_test),
         description=(
             "incompressible NS: lid-driven cavity, channel, cylinder (prop/bc/geo subsets): MAC grid, "
             "semi-Lagrangian advection, implicit diffusion, pressure projection"
