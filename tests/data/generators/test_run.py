@@ -197,3 +197,11 @@ def test_cli_generate_takes_a_user_catalogue(tmp_path):
             "--data-root", str(tmp_path), "--catalog", str(user), "--no-progress"]
     assert main(argv) == 0
     assert sorted(p.name for p in (tmp_path / "mine" / "dr_train").iterdir()) == ["data_0.hdf5", "data_1.hdf5"]
+
+
+def test_every_spec_pickles_into_the_worker_processes():
+    """generate() with several workers sends each spec to a spawned process."""
+    import pickle
+
+    for name, spec in all_generators().items():
+        assert pickle.loads(pickle.dumps(spec)).name == name

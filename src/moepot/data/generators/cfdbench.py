@@ -432,6 +432,12 @@ def cases_per_problem(n_train: int, n_test: int) -> int:
         n_cases += 1
 
 
+def simulation_count(n_train: int, n_test: int) -> int:
+    """Cases simulated for ``n_train`` + ``n_test`` segments (module level: specs are pickled
+    into the worker processes of ``moepot data generate``)."""
+    return len(PROBLEMS) * cases_per_problem(n_train, n_test)
+
+
 def _block_average(frames: np.ndarray, factor: int) -> np.ndarray:
     """Average ``factor x factor`` blocks of the last two axes."""
     if factor == 1:
@@ -497,7 +503,7 @@ GENERATORS: list[GeneratorSpec] = [
         n_test=16,
         # 21 cases per problem: the converter's split then gives >= 96 train and 16 test segments
         quick={"size": 64, "stored_size": 64, "n_train": 96, "n_test": 16},
-        simulations=lambda n_train, n_test: len(PROBLEMS) * cases_per_problem(n_train, n_test),
+        simulations=simulation_count,
         description=(
             "incompressible NS: lid-driven cavity, channel, cylinder (prop/bc/geo subsets): MAC grid, "
             "semi-Lagrangian advection, implicit diffusion, pressure projection"
