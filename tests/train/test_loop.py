@@ -241,16 +241,38 @@ def test_resuming_a_finished_run_changes_nothing(data_root, tmp_path):
     # a longer schedule continues the finished run
     longer = train(cfg.model_copy(update={"epochs": 3}), run_dir=tmp_path / "run", resume="auto", progress=False)
     assert longer.step == first.step + 6 and len(longer.losses) == 6
+    # its final checkpoint resumed into a new directory is evaluated there (on the new test sets)
+    elsewhere = train(cfg.model_copy(update={"test_paths": ["decay_b"]}), run_dir=tmp_path / "new",
+                      resume=first.checkpoint, progress=False)  # fmt: skip
+    assert set(elsewhere.metrics) == {"decay_b"} and (tmp_path / "new" / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_budget_stop_on_the_last_step_completes_the_run(data_root, tmp_path):
+    cfg = tiny_config(data_root, model="dpot", epochs=1, warmup_epochs=0, lr_method="step", max_steps=1)
+    first = train(cfg, run_dir=tmp_path / "run", max_minutes=1e-9, progress=False)
+    assert first.stopped_early and first.step == 1
+    assert load_checkpoint(first.checkpoint)["complete"]
+    records = (tmp_path / "run" / "metrics.jsonl").read_text()
+    train(cfg, run_dir=tmp_path / "run", resume="auto", progress=False)
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == records
 
 
 def test_a_fresh_run_into_a_directory_with_checkpoints_is_refused(data_root, tmp_path):
     cfg = tiny_config(data_root, model="dpot", epochs=1, warmup_epochs=0, lr_method="step", max_steps=2,
-                      keep_last=1)  # fmt: skip
+                      keep_last=1, use_writer=True)  # fmt: skip
     train(cfg, run_dir=tmp_path / "run", progress=False)
-    before = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    train(cfg, run_dir=tmp_path / "other", progress=False)
+
+    def files() -> list[str]:
+        return sorted(str(p.relative_to(tmp_path / "run")) for p in (tmp_path / "run").rglob("*"))
+
+    before = files()
     with pytest.raises(CheckpointError, match=r"earlier run.*--resume auto"):
         train(cfg.model_copy(update={"max_steps": 1}), run_dir=tmp_path / "run", progress=False)
-    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == before
+    # nor can another run's checkpoint be resumed into it (their files would mix)
+    with pytest.raises(CheckpointError, match=r"earlier run"):
+        train(cfg, run_dir=tmp_path / "run", resume=tmp_path / "other", progress=False)
+    assert files() == before  # not even a TensorBoard event file
 
 
 def test_resume_under_another_architecture_or_optimizer_is_a_clear_error(data_root, tmp_path):
@@ -279,3 +301,8 @@ def test_a_time_placeholder_in_the_run_directory_is_the_start_time(data_root, tm
     cfg = tiny_config(data_root, model="dpot", epochs=1, warmup_epochs=0, lr_method="step", max_steps=1)
     result = train(cfg, run_dir=tmp_path / "r-{time}", progress=False)
     assert re.fullmatch(r"r-\d{8}-\d{6}", result.run_dir.name) and (result.run_dir / "checkpoints").is_dir()
+    # a {time} in the config's run_dir is saved resolved: the run's config.yaml resumes it
+    placed = cfg.model_copy(update={"run_dir": str(tmp_path / "s-{time}")})
+    result = train(placed, progress=False)
+    saved = __import__("yaml").safe_load((result.run_dir / "config.yaml").read_text())
+    assert saved["run_dir"] == str(result.run_dir)

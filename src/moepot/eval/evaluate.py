@@ -216,7 +216,9 @@ def evaluate_model(
     rollouts: dict[str, dict[str, torch.Tensor]] = {}
     # MoE models evaluate at the inference temperature 0.5 (architecture.md), whatever their
     # training has reached; their own temperature is restored afterwards
-    inference_temperature = getattr(model, "inference_temperature", contextlib.nullcontext)
+    from moepot.train.distributed import unwrap_model
+
+    inference_temperature = getattr(unwrap_model(model), "inference_temperature", contextlib.nullcontext)
     try:
         with inference_temperature():
             for name in names:

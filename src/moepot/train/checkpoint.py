@@ -156,23 +156,24 @@ def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any], generator: torch.Generator | None = None) -> None:
-    """Undo :func:`capture_rng`."""
+    """Undo :func:`capture_rng` (the states may have been loaded onto a GPU: RNG states are set
+    from CPU tensors)."""
     random.setstate(_to_tuple(state["python"]))
     np_state = state["numpy"]
     np.random.set_state(
         (
             "MT19937",
-            np_state["key"].numpy().astype(np.uint32),
+            np_state["key"].cpu().numpy().astype(np.uint32),
             np_state["pos"],
             np_state["has_gauss"],
             np_state["cached_gaussian"],
         )
     )
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     if generator is not None and "generator" in state:
-        generator.set_state(state["generator"])
+        generator.set_state(state["generator"].cpu())
 
 
 def _to_plain(value: Any) -> Any:

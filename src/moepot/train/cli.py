@@ -66,8 +66,9 @@ def prepare_configs(args: argparse.Namespace, command: str) -> list:
     from moepot.train.config import TIME_PLACEHOLDER, load_config
 
     configs = load_config(args.config, args.overrides)
-    if args.resume == "auto" and not args.run_dir and any(
-        c.run_dir is None or TIME_PLACEHOLDER in c.run_dir for c in configs
+    if args.resume == "auto" and (
+        TIME_PLACEHOLDER in (args.run_dir or "")
+        or (not args.run_dir and any(c.run_dir is None or TIME_PLACEHOLDER in c.run_dir for c in configs))
     ):
         raise ConfigError(
             "--resume auto continues the run in --run-dir (or the config's run_dir); without one every "

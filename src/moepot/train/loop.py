@@ -133,6 +133,8 @@ def train(
         run_path = Path(str(run_dir).replace(TIME_PLACEHOLDER, str(stamp)))
     else:
         run_path = config.default_run_dir(str(stamp))
+    if config.run_dir is not None and TIME_PLACEHOLDER in config.run_dir:  # config.yaml names the real directory
+        config = config.model_copy(update={"run_dir": str(run_path)})
     lock = RunLock(run_path)
     refused = None
     if info.is_main:
@@ -182,8 +184,15 @@ def _train_locked(
     started: float,
     cleanup: contextlib.ExitStack,
 ) -> RunResult:
-    logger = RunLogger(run_path, enabled=info.is_main, tensorboard=config.use_writer)
     checkpoints = CheckpointManager(run_path, keep_last=config.keep_last)
+    resume_file = checkpoints.resolve_resume(resume)
+    own_resume = resume_file is not None and resume_file.resolve().parent == checkpoints.dir.resolve()
+    if not own_resume and (checkpoints.last.is_file() or checkpoints.step_files()):
+        raise CheckpointError(
+            f"{run_path} holds the checkpoints of an earlier run ({checkpoints.dir}); continue it with "
+            "--resume auto, or start this run in another --run-dir (nothing was written)"
+        )
+    logger = RunLogger(run_path, enabled=info.is_main, tensorboard=config.use_writer)
     if info.is_main:  # we hold the lock: temporary files here belong to a killed run
         remove_partial_writes(run_path)
         remove_partial_writes(checkpoints.dir)
@@ -277,13 +286,7 @@ def _train_locked(
 
     # ---------------------------------------------------------------- resume
     step, epoch, batch_in_epoch, best_metric = 0, 0, 0, math.inf
-    resume_file = checkpoints.resolve_resume(resume)
-    resumed_complete = False  # resumed from the final checkpoint of a finished run
-    if resume_file is None and (checkpoints.last.is_file() or checkpoints.step_files()):
-        raise CheckpointError(
-            f"{run_path} holds the checkpoints of an earlier run ({checkpoints.dir}); continue it with "
-            "--resume auto, or start this run in another --run-dir (nothing was overwritten)"
-        )
+    resumed_complete = False  # resumed from this run directory's own final checkpoint
     if resume_file is not None:
         state = load_checkpoint(resume_file, map_location=info.device)
         _check_resumable(state, raw_model, config, resume_file, scheduler)
@@ -293,7 +296,7 @@ def _train_locked(
         restore_rng(state["rng"], noise)
         per_rank = state.get("noise_per_rank")  # each rank's noise stream (rank 0's is in "rng")
         if per_rank is not None and len(per_rank) == info.world_size:
-            noise.set_state(per_rank[info.rank])
+            noise.set_state(per_rank[info.rank].cpu())  # (map_location may have moved it to the GPU)
         elif per_rank is not None:
             log.warning("resuming a run of %d processes on %d: the input-noise streams continue from "
                         "rank 0's, so the run is not an exact continuation", len(per_rank), info.world_size)
@@ -303,7 +306,8 @@ def _train_locked(
         # a run killed between an evaluation and its checkpoint logged a record the resumed
         # run will log again: keep only the records the checkpoint had seen
         logger.records = logger.records[: state.get("evaluations", len(logger.records))]
-        resumed_complete = bool(state.get("complete", False))
+        # (a finished run's checkpoint resumed into another directory is evaluated there again)
+        resumed_complete = own_resume and bool(state.get("complete", False))
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_file, step, epoch, batch_in_epoch)
     logger.save_config(config.to_yaml_dict())
     resumed_step = step
@@ -499,7 +503,7 @@ def _train_locked(
         result.checkpoint = resume_file
         result.metrics = logger.records[-1]["metrics"] if logger.records else {}
     else:
-        finished = not result.stopped_early
+        finished = step >= total_steps or epoch >= config.epochs  # (a budget stop may fall on the last step)
         best_metric = _eval_and_save(evaluate, logger, result, step, epoch, best_metric,
                                      lambda is_best: save(is_best, complete=finished))  # fmt: skip
     logger.close()

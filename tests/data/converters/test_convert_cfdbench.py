@@ -253,3 +253,22 @@ def test_case_json_that_is_not_an_object(tmp_path, text):
     (folder / "case.json").write_text(text)
     with pytest.raises(DataError, match=r"case0/case\.json: holds a JSON .*expected an object"):
         convert("cfdbench", tmp_path / "raw", name="cfdbench", data_root=tmp_path / "out", progress=False)
+
+
+def test_replaced_case_files_are_converted_again(raw, tmp_path):
+    """Single-file splits from a folder: the origin digests every case file, so new case data
+    (same shapes) is not mistaken for the finished earlier conversion."""
+    import os
+    import shutil
+
+    root = tmp_path / "raw_cfdbench"
+    build_tree(raw, root)
+    convert("cfdbench", root, name="cfdbench", data_root=tmp_path / "out", progress=False)
+    before = read(tmp_path / "out" / TRAIN)
+    for u_file in root.rglob("u.npy"):
+        u = np.load(u_file)
+        np.save(u_file, u + 1.0)
+        os.utime(u_file, ns=(10**18, 10**18))
+    convert("cfdbench", root, name="cfdbench", data_root=tmp_path / "out", progress=False)
+    assert not np.array_equal(read(tmp_path / "out" / TRAIN), before)
+    shutil.rmtree(root)

@@ -112,6 +112,24 @@ def test_sw_runs_split_by_folder(raw, tmp_path, data_root):
         np.testing.assert_array_equal(data, expected)  # order [u, v, div, vor, pres]
 
 
+def test_sw_rerun_with_another_run_added_renumbers_runs_of_equal_size_and_time(raw, tmp_path, data_root):
+    """Every run is an output.nc of the same size; copied trees share mtimes too. The origin names
+    the path under the raw folder, so a run added before the others moves every file along."""
+    import os
+
+    root = tmp_path / "ShallowWater-2D"
+    later = raw.write_pdearena_sw_run(root / "train" / "seed=2" / "run0001" / "output.nc", run_id=2)
+    os.utime(later, ns=(10**18, 10**18))
+    convert("pdearena-sw", root, name="sw2d_pda", data_root=data_root, progress=False)
+    earlier = raw.write_pdearena_sw_run(root / "train" / "seed=1" / "run0001" / "output.nc", run_id=1)
+    os.utime(earlier, ns=(10**18, 10**18))  # same name, size and time as the first run
+    convert("pdearena-sw", root, name="sw2d_pda", data_root=data_root, progress=False)
+    out = data_root / PDEARENA / "sw2d_pda" / "train"
+    for index, run_id in ((0, 1), (1, 2)):
+        expected = raw.from_code(lambda h, w, t, c, r=run_id: raw.sw_code(r, c, t, h, w), (4, 6, 5, 5))
+        np.testing.assert_array_equal(read(out / f"data_{index}.hdf5"), expected)
+
+
 def test_sw_missing_variable(raw, tmp_path, data_root):
     path = raw.write_pdearena_sw_run(tmp_path / "sw" / "test" / "seed=1" / "run0001" / "output.nc", run_id=1)
     with h5py.File(path, "r+") as f:

@@ -20,6 +20,7 @@ scatter files beyond the new count, so a split never mixes two conversions.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -90,13 +91,20 @@ def require_samples(raw_file: Path, key: str, available: int, n_train: int, n_te
         )
 
 
-def raw_identity(raw_path: Path) -> str:
-    """How output files name the raw data they came from: a file's name, size and modification
-    time (so a replaced or regenerated raw file is told apart), or a folder's name."""
+def raw_identity(raw_path: Path, root: Path | None = None) -> str:
+    """How output files name the raw data they came from, so a replaced or regenerated raw file
+    is told apart: a file's name (its path under ``root`` if given: PDEArena's runs are all
+    ``output.nc``), size and modification time; a folder's name and a digest of the same facts
+    of every file under it (CFDBench's case files)."""
+    name = raw_path.relative_to(root).as_posix() if root is not None else raw_path.name
     if raw_path.is_file():
         stat = raw_path.stat()
-        return f"{raw_path.name} ({stat.st_size} bytes, mtime_ns {stat.st_mtime_ns})"
-    return f"{raw_path.name}/"
+        return f"{name} ({stat.st_size} bytes, mtime_ns {stat.st_mtime_ns})"
+    digest = hashlib.sha256()
+    for file in sorted(p for p in raw_path.rglob("*") if p.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(raw_path).as_posix()}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return f"{name}/ (files {digest.hexdigest()[:16]})"
 
 
 def write_scatter(

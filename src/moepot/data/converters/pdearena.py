@@ -79,7 +79,7 @@ def _write_splits(
             target.path(split),
             count,
             lambda k, sources=sources: read_sample(sources[k]),
-            lambda k, sources=sources: f"{raw_identity(sources[k].file)} {sources[k].mode} {sources[k].index}",
+            lambda k, sources=sources: f"{raw_identity(sources[k].file, raw_path)} {sources[k].mode} {sources[k].index}",
             desc=f"{target.name} {split}",
             progress=progress,
         )
