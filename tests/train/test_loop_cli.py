@@ -160,3 +160,15 @@ def test_evaluate_takes_its_settings_from_a_config(data_root, tmp_path, capsys):
     assert set(json.loads(capsys.readouterr().out)) == {"decay_b"}
     assert main([*common]) == 2
     assert "--data NAME" in capsys.readouterr().err
+    # the original's evaluate YAML names the checkpoint in resume_path
+    config.write_text(config.read_text() + f"resume_path: {export}\n")
+    assert main(["evaluate", "--config", str(config), "--data-root", str(data_root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == from_config
+
+
+def test_a_config_written_for_another_command_is_named(tmp_path, caplog):
+    config = tmp_path / "eval.yaml"
+    config.write_text("file: evaluate.py\ntrain_paths: [decay_a]\n")
+    with caplog.at_level("WARNING"):
+        assert main(["pretrain", "--config", str(config), "--dry-run"]) == 0
+    assert "written for evaluate" in caplog.text and "moepot evaluate" in caplog.text

@@ -43,7 +43,7 @@ def register(subparsers: Any) -> None:
         parser.set_defaults(func=functools.partial(run_training, command=command))
 
     parser = subparsers.add_parser("evaluate", help="evaluate a checkpoint on test datasets")
-    parser.add_argument("--checkpoint", required=True, help="our checkpoint or an official .pth")
+    parser.add_argument("--checkpoint", help="our checkpoint or an official .pth (default: the config's resume_path)")
     parser.add_argument("--data", nargs="+", metavar="NAME", help="dataset names (default: the config's test_paths)")
     parser.add_argument("--config", help="YAML config or preset (e.g. evaluate) giving test_paths, res, n_test, "
                                          "batch_size, data_root, catalog; options given here win")
@@ -74,6 +74,11 @@ def prepare_configs(args: argparse.Namespace, command: str) -> list:
             "--resume auto continues the run in --run-dir (or the config's run_dir); without one every "
             "run gets a new timestamped directory with nothing to resume: give --run-dir DIR"
         )
+    written_for = {c.file for c in configs if "file" in c.model_fields_set} - {command}
+    if written_for:
+        hint = " (moepot evaluate --checkpoint FILE --config ...)" if "evaluate" in written_for else ""
+        log.warning("%s: written for %s%s; running it as %s", args.config, " / ".join(sorted(written_for)), hint,
+                    command)
     # tasks that would share one directory (the config's run_dir, not varied by the tasks grid)
     # each get a subdirectory, as with --run-dir
     run_dirs = [c.run_dir for c in configs]
@@ -140,7 +145,7 @@ def evaluation_settings(args: argparse.Namespace) -> dict[str, Any]:
     """``evaluate``'s settings: the command-line options, else the config's (``--config``), else
     the defaults (the model's grid, every test trajectory, batch 8)."""
     settings: dict[str, Any] = {"data": None, "res": None, "n_test": None, "batch_size": 8, "data_root": None,
-                                "catalog": None}  # fmt: skip
+                                "catalog": None, "checkpoint": None}  # fmt: skip
     if args.config:
         from moepot.train.config import load_config
 
@@ -151,14 +156,17 @@ def evaluation_settings(args: argparse.Namespace) -> dict[str, Any]:
         given = config.model_fields_set  # keys the file (or --set) gave: the others keep evaluate's defaults
         settings.update({key: getattr(config, key) for key in ("res", "n_test", "batch_size", "data_root", "catalog")
                          if key in given and getattr(config, key) is not None})  # fmt: skip
+        settings["checkpoint"] = config.resume_path  # the original's evaluate.py reads the checkpoint there
         settings["data"] = list(config.test_paths or config.train_paths)
     elif args.overrides:
         raise ConfigError("evaluate: --set needs --config")
     given = {"data": args.data, "res": args.res, "n_test": args.n_test, "batch_size": args.batch_size,
-             "data_root": args.data_root, "catalog": args.catalog}  # fmt: skip
+             "data_root": args.data_root, "catalog": args.catalog, "checkpoint": args.checkpoint}  # fmt: skip
     settings.update({key: value for key, value in given.items() if value is not None})
     if not settings["data"]:
         raise ConfigError("evaluate: name the datasets with --data NAME ... (or give a --config with test_paths)")
+    if not settings["checkpoint"]:
+        raise ConfigError("evaluate: give --checkpoint FILE (or a --config with resume_path)")
     return settings
 
 
@@ -167,7 +175,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from moepot.train.loop import load_model_for_eval
 
     settings = evaluation_settings(args)
-    model = load_model_for_eval(args.checkpoint, device=args.device)
+    model = load_model_for_eval(settings["checkpoint"], device=args.device)
     results = evaluate_model(
         model,
         settings["data"],
