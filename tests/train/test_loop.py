@@ -223,10 +223,11 @@ def test_problems_of_the_test_sets_stop_the_run_before_the_first_step(tmp_path, 
     write_decay_mixture(tmp_path)
     write_decay_dataset(tmp_path, "decay_c", channels=3, seed=3)
     cfg = tiny_config(tmp_path, model="dpot", train_paths=["decay_a"], test_paths=test_paths, n_test=n_test,
-                      epochs=3, warmup_epochs=1)  # fmt: skip
+                      epochs=3, warmup_epochs=1, use_writer=True)  # fmt: skip
     with pytest.raises(MoepotError, match=message):
         train(cfg, run_dir=tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "checkpoints").exists()  # no step trained, nothing to lose
+    assert not list((tmp_path / "run").glob("events.out.tfevents.*"))  # nor an empty TensorBoard log
 
 
 def test_resuming_a_finished_run_changes_nothing(data_root, tmp_path):

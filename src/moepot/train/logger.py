@@ -32,16 +32,22 @@ class RunLogger:
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.records: list[dict[str, Any]] = []
         self._writer = None
-        if not enabled:
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if tensorboard:
+        self._tensorboard = enabled and tensorboard  # the writer (its event file) is made at the first value
+        if enabled:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def _tensorboard_writer(self) -> Any:
+        """The TensorBoard writer, created on first use (a run refused at start leaves no event
+        file); None when disabled or tensorboard is not installed."""
+        if self._writer is None and self._tensorboard:
+            self._tensorboard = False  # one attempt
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard is an optional extra
                 log.info("tensorboard is not installed (pip install 'moepot[train]'); scalars go to the log only")
             else:
                 self._writer = SummaryWriter(log_dir=str(self.run_dir))
+        return self._writer
 
     # ------------------------------------------------------------------ files
     def save_config(self, config: dict[str, Any]) -> Path:
@@ -78,16 +84,16 @@ class RunLogger:
 
     # ------------------------------------------------------------------ scalars
     def scalar(self, tag: str, value: float, step: int) -> None:
-        if self.enabled and self._writer is not None and math.isfinite(float(value)):
-            self._writer.add_scalar(tag, float(value), step)
+        if self.enabled and math.isfinite(float(value)) and (writer := self._tensorboard_writer()) is not None:
+            writer.add_scalar(tag, float(value), step)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         for tag, value in values.items():
             self.scalar(tag, value, step)
 
     def histogram(self, tag: str, values: Any, step: int) -> None:
-        if self.enabled and self._writer is not None:
-            self._writer.add_histogram(tag, values, step)
+        if self.enabled and (writer := self._tensorboard_writer()) is not None:
+            writer.add_histogram(tag, values, step)
 
     def close(self) -> None:
         if self._writer is not None:
