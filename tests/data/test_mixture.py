@@ -190,6 +190,26 @@ def test_training_windows_are_random_contiguous_and_reproducible(mixture_data):
         assert torch.equal(first[i], again[i].x)
 
 
+def test_every_draw_of_a_weighted_trajectory_has_its_own_window(mixture_data):
+    """The original drew a window per replicated copy: a weight of 20 gives 20 windows an epoch."""
+    catalog = mixture_data.catalog()
+    t_in, t_ar = 4, 3
+    dataset = MixtureDataset("aa", split="train", res=8, t_in=t_in, t_ar=t_ar, catalog=catalog, seed=5)
+    trajectories = mixture_data.datasets["aa"].train
+    sampler = WeightedMixtureSampler(dataset, [20], seed=5)
+    starts: dict[int, set[int]] = {}
+    for index in sampler:
+        sample = dataset[index]
+        item = index % len(dataset)
+        assert int(sample.dataset_index) == 0
+        found = find_window(trajectories[item], torch.cat([sample.x, sample.y], dim=2).numpy())
+        assert len(found) == 1
+        starts.setdefault(item, set()).add(found[0])
+    assert len(starts) == len(dataset)
+    span = 14 - t_in - t_ar + 1  # 8 possible starts: 20 draws of a trajectory hit several
+    assert all(len(s) >= 4 for s in starts.values()) and all(max(s) < span for s in starts.values())
+
+
 @pytest.mark.parametrize("span", [2, 7, 91])
 def test_window_starts_are_uniform_and_independent_across_seeds(mixture_data, span):
     """Chi-square against the uniform law over many (epoch, index), and seeds that agree only by chance."""
@@ -415,14 +435,20 @@ def test_original_replication_formula_matches_the_naive_list():
     np.testing.assert_array_equal(original_replicated_indices(_Sizes(sizes), weights), naive_replication(sizes, weights))
 
 
+def items(indices, sizes) -> list[int]:
+    """The mixture items of sampler indices (copy c of item i is i + c * len)."""
+    return [i % sum(sizes) for i in indices]
+
+
 def test_sampler_reproduces_the_replicated_list():
     sizes, weights = (3, 5, 2), (2, 1, 4)
     mixture = _Sizes(sizes)
     ordered = WeightedMixtureSampler(mixture, weights, shuffle=False)
-    assert list(ordered) == naive_replication(sizes, weights)
+    assert items(ordered, sizes) == naive_replication(sizes, weights)
+    assert len(set(ordered)) == len(list(ordered))  # every draw of a trajectory is its own copy
     shuffled = WeightedMixtureSampler(mixture, weights, seed=3)
     first = list(shuffled)
-    assert sorted(first) == sorted(naive_replication(sizes, weights)) and first != sorted(first)
+    assert sorted(items(first, sizes)) == sorted(naive_replication(sizes, weights)) and first != sorted(first)
     assert list(shuffled) == first  # same epoch, same order
     shuffled.set_epoch(1)
     assert list(shuffled) != first and sorted(shuffled) == sorted(first)
@@ -441,7 +467,7 @@ def test_sampler_splits_an_epoch_across_ranks():
     whole = ranks[0].epoch_indices().tolist()
     interleaved = [parts[k % 3][k // 3] for k in range(12)]
     assert interleaved == whole + whole[:1]
-    assert sorted(whole) == sorted(naive_replication(sizes, weights))
+    assert sorted(items(whole, sizes)) == sorted(naive_replication(sizes, weights))
 
 
 def test_fractional_weights_draw_the_expected_counts():
@@ -450,7 +476,7 @@ def test_fractional_weights_draw_the_expected_counts():
     assert len(sampler) == 5 + 6
     for epoch in range(5):
         sampler.set_epoch(epoch)
-        drawn = list(sampler)
+        drawn = items(sampler, sizes)
         first = [i for i in drawn if i < 10]
         second = np.bincount([i - 10 for i in drawn if i >= 10], minlength=4)
         assert len(first) == 5 and len(set(first)) == 5  # half of d0, without repeats

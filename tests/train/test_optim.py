@@ -66,3 +66,16 @@ def test_errors():
     frozen = torch.nn.Parameter(torch.zeros(1), requires_grad=False)
     with pytest.raises(ConfigError, match="no trainable parameter"):
         build_optimizer([frozen], name="adam", lr=1)
+
+
+@pytest.mark.parametrize(("name", "decay"), [("adam", 1e-6), ("adamw", 1e-6), ("lamb", 1e-4)])
+def test_default_weight_decay_is_the_originals(name, decay):
+    """DPOT's scripts: Adam 1e-6 (pre-training), AdamW 1e-6 (fine-tuning), Lamb 1e-4."""
+    if name == "lamb":
+        pytest.importorskip("pytorch_optimizer")
+    from moepot.train.config import TrainConfig
+
+    config = TrainConfig.from_dict({"opt": name})
+    assert config.effective_weight_decay == decay
+    optimizer = build_optimizer([torch.nn.Parameter(torch.ones(2))], name=name, lr=1e-3)
+    assert optimizer.param_groups[0]["weight_decay"] == decay

@@ -14,7 +14,9 @@ trajectory of one dataset, turned into a model-ready :class:`Sample`:
 6. attach the evaluation mask (:func:`evaluation_mask`) and the dataset's position in the mixture.
 
 The original's dataset weights replicated indices; here the dataset keeps one index per
-trajectory and :class:`WeightedMixtureSampler` draws the same distribution (DDP-aware).
+trajectory and :class:`WeightedMixtureSampler` draws the same distribution (DDP-aware). As in
+the original, every copy of a trajectory drawn several times in an epoch gets its own random
+window: the sampler passes copy ``c`` of item ``i`` as index ``i + c * len(dataset)``.
 """
 
 from __future__ import annotations
@@ -242,20 +244,23 @@ class MixtureDataset(Dataset):
         dataset = int(np.searchsorted(self.dataset_offsets, index, side="right")) - 1
         return dataset, index - self.dataset_offsets[dataset]
 
-    def window_start(self, index: int, n_steps: int) -> int:
+    def window_start(self, index: int, n_steps: int, copy: int = 0) -> int:
         """Start of the training window of item ``index`` in a trajectory of ``n_steps`` steps.
 
-        Uniform in ``[0, n_steps - t_in - t_ar]`` and a pure function of (seed, epoch, index):
-        a 64-bit hash of the three (:func:`_mix64`, microseconds, where seeding a numpy
+        Uniform in ``[0, n_steps - t_in - t_ar]`` and a pure function of (seed, epoch, index,
+        copy): a 64-bit hash of them (:func:`_mix64`, microseconds, where seeding a numpy
         generator per item cost a tenth of the whole item), scaled to the span by a
-        multiply-shift (bias below ``span / 2**64``).
+        multiply-shift (bias below ``span / 2**64``). ``copy`` tells apart the draws of one
+        trajectory within an epoch (weights above 1).
         """
         span = n_steps - (self.t_in + self.t_ar) + 1
         key = _mix64(_mix64(_mix64(self.seed & _MASK64) ^ (self.epoch & _MASK64)) ^ (index & _MASK64))
+        if copy:
+            key = _mix64(key ^ (copy & _MASK64))
         return (key * span) >> 64
 
     def __getitem__(self, index: int) -> Sample:
-        index = int(index)
+        copy, index = divmod(int(index), len(self)) if index >= 0 else (0, int(index))  # copy c of i: i + c * len
         dataset, local = self.locate(index)
         entry, reader = self.entries[dataset], self.readers[dataset]
         shape = reader.sample_shape(local)  # [X, Y, T, C] from the header: only the window is read
@@ -265,7 +270,7 @@ class MixtureDataset(Dataset):
             raise DataError(f"{reader.sample_path(local)}: sample {local} of {entry.name!r} has shape "
                             f"{shape}; expected {entry.n_channels} channels and at least {needed} "
                             f"time steps ({self._steps_rule(entry)})")
-        start = self.window_start(index, steps) if self.split == "train" else 0
+        start = self.window_start(index, steps, copy) if self.split == "train" else 0
         window = reader.read(local, steps=slice(start, start + needed))  # [X, Y, needed, C]
         step_x, step_y = entry.downsample
         if (step_x, step_y) != (1, 1):
@@ -379,15 +384,22 @@ class WeightedMixtureSampler(Sampler[int]):
         self.epoch = int(epoch)
 
     def epoch_indices(self) -> np.ndarray:
-        """The whole epoch's mixture indices (all ranks, before padding and splitting)."""
+        """The whole epoch's indices (all ranks, before padding and splitting): copy ``c`` of
+        mixture item ``i`` is ``i + c * len(dataset)`` (``% len(dataset)`` gives the item), so
+        each draw of a trajectory gets its own window (:meth:`MixtureDataset.window_start`)."""
         rng = np.random.default_rng([self.seed, self.epoch])
+        total = int(self.offsets[-1] + self.sizes[-1])  # len(dataset)
         parts = []
         for offset, size, whole, extra in zip(self.offsets, self.sizes, self._whole, self._extra):
             local = np.repeat(np.arange(size, dtype=np.int64), whole)
+            copy = np.tile(np.arange(whole, dtype=np.int64), size)
             if extra:
                 chosen = rng.choice(size, size=extra, replace=False) if self.shuffle else np.arange(extra)
-                local = np.sort(np.concatenate([local, chosen]), kind="stable")
-            parts.append(offset + local)
+                local = np.concatenate([local, chosen])
+                copy = np.concatenate([copy, np.full(extra, whole, dtype=np.int64)])
+                order = np.argsort(local, kind="stable")
+                local, copy = local[order], copy[order]
+            parts.append(offset + local + copy * total)
         indices = np.concatenate(parts)
         return rng.permutation(indices) if self.shuffle else indices
 

@@ -96,11 +96,14 @@ _ENTRY_SCRIPTS = {
     "evaluate_varyingres": "evaluate",
 }
 
+# weight decay the original used with each optimizer when the config does not say (DPOT: Adam and
+# its fine-tuning script's AdamW 1e-6, Lamb 1e-4); here because this module must not import torch
+DEFAULT_WEIGHT_DECAY = {"adam": 1e-6, "adamw": 1e-6, "lamb": 1e-4}
+
 LrMethod = Literal["cycle", "step", "warmup", "linear", "restart", "cyclic", "cos"]
 Optimizer = Literal["adam", "adamw", "lamb"]
 
 # Weight decay the original hard-codes per optimizer (used when weight_decay is not set).
-_DEFAULT_WEIGHT_DECAY = {"adam": 1e-6, "adamw": 1e-4, "lamb": 1e-4}
 
 
 class TrainConfig(BaseModel):
@@ -420,7 +423,7 @@ class TrainConfig(BaseModel):
     @property
     def effective_weight_decay(self) -> float:
         """``weight_decay``, or the original's hard-coded value for ``opt``."""
-        return self.weight_decay if self.weight_decay is not None else _DEFAULT_WEIGHT_DECAY[self.opt]
+        return self.weight_decay if self.weight_decay is not None else DEFAULT_WEIGHT_DECAY[self.opt]
 
     def model_config_overrides(self) -> dict[str, Any]:
         """Keyword arguments for ``build_model(self.model_preset, **overrides)``.

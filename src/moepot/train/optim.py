@@ -2,7 +2,8 @@
 
 - ``adam``: Adam with L2 weight decay added to the gradient (the original's ``Adam``, which is
   the textbook algorithm ``torch.optim.Adam`` implements); the original uses decay 1e-6.
-- ``adamw``: decoupled weight decay (``torch.optim.AdamW``); the original's fine-tuning used 1e-4.
+- ``adamw``: decoupled weight decay (``torch.optim.AdamW``); the original's fine-tuning script
+  builds AdamW with decay 1e-6 for DPOT (whatever its ``opt`` says).
 - ``lamb``: layer-wise trust ratios (You et al. 2019), from the maintained
   ``pytorch-optimizer`` package (torch has none). The original built it with ``adam=True``, which
   fixes the trust ratio at 1; we keep the trust ratio (that is what choosing Lamb means) and note
@@ -23,10 +24,9 @@ from typing import Any
 import torch
 
 from moepot.errors import ConfigError
+from moepot.train.config import DEFAULT_WEIGHT_DECAY
 
 OPTIMIZERS = ("adam", "adamw", "lamb")
-# weight decay the original used with each optimizer when the config does not say
-DEFAULT_WEIGHT_DECAY = {"adam": 1e-6, "adamw": 1e-4, "lamb": 1e-4}
 
 
 def build_optimizer(

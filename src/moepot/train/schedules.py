@@ -11,7 +11,7 @@
 - ``linear``: linear decay from ``lr`` to 0 over the run.
 - ``restart``: cosine annealing with warm restarts every ``step_size`` epochs.
 - ``cyclic``: triangular2 cycles between 1e-5 and ``lr`` with half-period ``step_size`` epochs.
-- ``cos``: cosine annealing from ``lr`` to 1e-6 over the run (the original's fine-tuning script).
+- ``cos``: cosine annealing from ``lr`` to 1e-6 over the run (ours: the original has no such schedule).
 
 The scheduler classes are torch's, so their ``state_dict`` loads with ``weights_only=True`` and
 a resumed run continues the exact learning-rate sequence.
