@@ -82,3 +82,21 @@ def test_finetuning_changes_only_unfrozen_parameters(tmp_path):
         elif key.endswith("temperature"):
             assert float(after[key]) == 0.5
     assert not torch.equal(after["blocks.0.filter.w1"], source.state_dict()["blocks.0.filter.w1"])
+
+
+def test_a_config_without_architecture_fine_tunes_the_checkpoints_model(tmp_path):
+    """The architecture keys a fine-tuning config leaves unset come from the checkpoint: a config
+    naming only the data and the schedule fine-tunes the pre-trained model as it is."""
+    from moepot.models.registry import save_pretrained
+
+    write_decay_dataset(tmp_path, "decay_a", n_train=8, channels=2, seed=1)
+    source = tiny(0, num_experts=8, top_k=2)
+    path = save_pretrained(source, tmp_path / "pre.safetensors")
+    cfg = TrainConfig.from_dict(dict(model="moepot", res=16, T_in=4, n_class=2, train_paths=["decay_a"],
+                                     data_root=str(tmp_path), batch_size=4, max_steps=1, epochs=2, warmup_epochs=1,
+                                     n_test=2, load_components=["all"], use_writer=False))  # fmt: skip
+    result = train(cfg, run_dir=tmp_path / "run", finetune_from=path, progress=False)
+    state = load_checkpoint(result.checkpoint)
+    assert {k: state["model_config"][k] for k in ("embed_dim", "depth", "num_experts", "top_k")} == {
+        "embed_dim": 16, "depth": 1, "num_experts": 8, "top_k": 2}
+    assert set(state["model"]) == set(source.state_dict())

@@ -251,13 +251,15 @@ def describe_source(source: str) -> dict[str, Any]:
         raise ConfigError(
             f"{source!r} is neither a model preset ({', '.join(PRESETS)}) nor a checkpoint file"
         )
-    weights = read_weights(source, map_location="meta")  # shapes only, no tensor data
-    if weights.config is not None:
-        config = ModelConfig.from_dict(runnable_stored_config(weights.config, f"checkpoint {source}"))
-    else:
-        config = preset_name_for(
-            infer_config(weights.state_dict, weights.args, source=f"checkpoint {source}")
-        )
-    info = describe(config)
+    info = describe(checkpoint_config(source))
     info["checkpoint"] = str(source)
     return info
+
+
+def checkpoint_config(path: str | os.PathLike) -> ModelConfig:
+    """The architecture of a checkpoint file (ours: stored; official: inferred from the shapes),
+    read without loading any tensor data."""
+    weights = read_weights(path, map_location="meta")  # shapes only, no tensor data
+    if weights.config is not None:
+        return ModelConfig.from_dict(runnable_stored_config(weights.config, f"checkpoint {path}"))
+    return preset_name_for(infer_config(weights.state_dict, weights.args, source=f"checkpoint {path}"))

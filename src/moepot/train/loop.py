@@ -246,6 +246,8 @@ def _train_locked(
 
     torch.manual_seed(config.seed)
     overrides = config.model_config_overrides()
+    if finetune_from is not None:  # the trunk the config leaves open is the checkpoint's
+        overrides = {**_pretrained_architecture(finetune_from), **overrides}
     overrides.setdefault("in_channels", n_channels)
     overrides.setdefault("out_channels", n_channels)
     overrides.setdefault("n_cls", len(train_names))
@@ -510,6 +512,19 @@ def _train_locked(
     result.step, result.epoch = step, epoch
     dist_utils.barrier(info)
     return result
+
+
+# Architecture keys a fine-tuning config may leave unset: the pre-trained checkpoint's are used
+PRETRAINED_ARCHITECTURE = ("embed_dim", "depth", "n_blocks", "mlp_ratio", "modes", "patch_size", "out_layer_dim",
+                           "act", "time_agg", "normalize", "num_experts", "num_shared_experts", "top_k")  # fmt: skip
+
+
+def _pretrained_architecture(path: str | os.PathLike) -> dict[str, Any]:
+    """The :data:`PRETRAINED_ARCHITECTURE` values of the checkpoint at ``path``."""
+    from moepot.models.registry import checkpoint_config
+
+    stored = checkpoint_config(path).to_dict()
+    return {key: stored[key] for key in PRETRAINED_ARCHITECTURE if key in stored}
 
 
 def _check_resumable(state: dict[str, Any], model: nn.Module, config: TrainConfig, path: Path, scheduler) -> None:
