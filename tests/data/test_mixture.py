@@ -210,6 +210,14 @@ def test_every_draw_of_a_weighted_trajectory_has_its_own_window(mixture_data):
     assert all(len(s) >= 4 for s in starts.values()) and all(max(s) < span for s in starts.values())
 
 
+def test_copies_are_training_only_and_iteration_ends(mixture_data):
+    catalog = mixture_data.catalog()
+    test = MixtureDataset("aa", split="test", res=8, t_in=4, catalog=catalog)
+    with pytest.raises(IndexError):
+        test[len(test)]
+    assert len(list(test)) == len(test)
+
+
 @pytest.mark.parametrize("span", [2, 7, 91])
 def test_window_starts_are_uniform_and_independent_across_seeds(mixture_data, span):
     """Chi-square against the uniform law over many (epoch, index), and seeds that agree only by chance."""

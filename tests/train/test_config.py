@@ -377,7 +377,7 @@ def test_load_components_accept_the_original_spellings():
 
 
 def test_weight_decay_defaults_to_the_original_per_optimizer():
-    # the original: Adam(weight_decay=1e-6); Lamb and AdamW weight_decay=1e-4
+    # the original: Adam and (fine-tuning) AdamW weight_decay=1e-6; Lamb weight_decay=1e-4
     assert TrainConfig.from_dict({}).effective_weight_decay == 1e-6
     assert TrainConfig.from_dict({"opt": "lamb"}).effective_weight_decay == 1e-4
     assert TrainConfig.from_dict({"opt": "AdamW", "weight_decay": 0.01}).effective_weight_decay == 0.01

@@ -100,3 +100,16 @@ def test_a_config_without_architecture_fine_tunes_the_checkpoints_model(tmp_path
     assert {k: state["model_config"][k] for k in ("embed_dim", "depth", "num_experts", "top_k")} == {
         "embed_dim": 16, "depth": 1, "num_experts": 8, "top_k": 2}
     assert set(state["model"]) == set(source.state_dict())
+    saved = __import__("yaml").safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert (saved["width"], saved["n_layers"], saved["n_blocks"]) == (16, 1, 2)  # the model it fine-tuned
+
+
+
+def test_a_named_preset_or_another_family_keeps_its_own_architecture(tmp_path):
+    from moepot.models.registry import save_pretrained
+    from moepot.train.loop import _pretrained_architecture
+
+    path = save_pretrained(tiny(0), tmp_path / "pre.safetensors")  # a small MoE-POT
+    assert _pretrained_architecture(path, "moepot")["embed_dim"] == 16
+    assert _pretrained_architecture(path, "moepot-s") == {}  # the preset's sizes: the trunk check names them
+    assert _pretrained_architecture(path, "fno") == {}  # another family: nothing to take

@@ -166,6 +166,15 @@ def test_evaluate_takes_its_settings_from_a_config(data_root, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == from_config
 
 
+def test_evaluate_does_not_take_a_fine_tuning_configs_starting_point(tmp_path, caplog, capsys):
+    """resume_path of a fine-tuning config is the pre-trained start, not the model to evaluate."""
+    config = tmp_path / "ft.yaml"
+    config.write_text("file: finetune.py\ntest_paths: [decay_a]\nresume_path: pre.pth\n")
+    with caplog.at_level("WARNING"):
+        assert main(["evaluate", "--config", str(config)]) == 2
+    assert "give --checkpoint" in capsys.readouterr().err and "written for finetune" in caplog.text
+
+
 def test_a_config_written_for_another_command_is_named(tmp_path, caplog):
     config = tmp_path / "eval.yaml"
     config.write_text("file: evaluate.py\ntrain_paths: [decay_a]\n")

@@ -259,8 +259,15 @@ class MixtureDataset(Dataset):
             key = _mix64(key ^ (copy & _MASK64))
         return (key * span) >> 64
 
+    def __iter__(self) -> Iterator[Sample]:
+        """Every item once, in order (indexing alone would not stop: training indices past the
+        end are the sampler's copies)."""
+        return (self[i] for i in range(len(self)))
+
     def __getitem__(self, index: int) -> Sample:
-        copy, index = divmod(int(index), len(self)) if index >= 0 else (0, int(index))  # copy c of i: i + c * len
+        copy, index = 0, int(index)
+        if self.split == "train" and index >= len(self):  # the sampler's copy c of item i: i + c * len
+            copy, index = divmod(index, len(self))
         dataset, local = self.locate(index)
         entry, reader = self.entries[dataset], self.readers[dataset]
         shape = reader.sample_shape(local)  # [X, Y, T, C] from the header: only the window is read

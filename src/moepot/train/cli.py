@@ -156,7 +156,10 @@ def evaluation_settings(args: argparse.Namespace) -> dict[str, Any]:
         given = config.model_fields_set  # keys the file (or --set) gave: the others keep evaluate's defaults
         settings.update({key: getattr(config, key) for key in ("res", "n_test", "batch_size", "data_root", "catalog")
                          if key in given and getattr(config, key) is not None})  # fmt: skip
-        settings["checkpoint"] = config.resume_path  # the original's evaluate.py reads the checkpoint there
+        if "file" in given and config.file != "evaluate":
+            log.warning("%s: written for %s; evaluating with its test settings", args.config, config.file)
+        elif "file" in given:  # the original's evaluate.py reads the checkpoint there (elsewhere
+            settings["checkpoint"] = config.resume_path  # it is a starting point, not what to evaluate)
         settings["data"] = list(config.test_paths or config.train_paths)
     elif args.overrides:
         raise ConfigError("evaluate: --set needs --config")

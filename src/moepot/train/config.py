@@ -103,8 +103,6 @@ DEFAULT_WEIGHT_DECAY = {"adam": 1e-6, "adamw": 1e-6, "lamb": 1e-4}
 LrMethod = Literal["cycle", "step", "warmup", "linear", "restart", "cyclic", "cos"]
 Optimizer = Literal["adam", "adamw", "lamb"]
 
-# Weight decay the original hard-codes per optimizer (used when weight_decay is not set).
-
 
 class TrainConfig(BaseModel):
     """One run (pre-training, fine-tuning or evaluation), flat, with the original's key names.

@@ -32,21 +32,23 @@ class RunLogger:
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.records: list[dict[str, Any]] = []
         self._writer = None
-        self._tensorboard = enabled and tensorboard  # the writer (its event file) is made at the first value
-        if enabled:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-
-    def _tensorboard_writer(self) -> Any:
-        """The TensorBoard writer, created on first use (a run refused at start leaves no event
-        file); None when disabled or tensorboard is not installed."""
-        if self._writer is None and self._tensorboard:
-            self._tensorboard = False  # one attempt
+        self._writer_class = None  # imported now (slow: not inside a timed step), the file made at the first value
+        if not enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard is an optional extra
                 log.info("tensorboard is not installed (pip install 'moepot[train]'); scalars go to the log only")
             else:
-                self._writer = SummaryWriter(log_dir=str(self.run_dir))
+                self._writer_class = SummaryWriter
+
+    def _tensorboard_writer(self) -> Any:
+        """The TensorBoard writer, created on first use (a run stopped at start leaves no event
+        file); None when disabled or tensorboard is not installed."""
+        if self._writer is None and self._writer_class is not None:
+            self._writer = self._writer_class(log_dir=str(self.run_dir))
         return self._writer
 
     # ------------------------------------------------------------------ files
@@ -100,3 +102,4 @@ class RunLogger:
             self._writer.flush()
             self._writer.close()
             self._writer = None
+        self._writer_class = None  # (a closed logger writes no new event file)

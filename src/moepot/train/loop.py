@@ -193,6 +193,7 @@ def _train_locked(
             "--resume auto, or start this run in another --run-dir (nothing was written)"
         )
     logger = RunLogger(run_path, enabled=info.is_main, tensorboard=config.use_writer)
+    cleanup.callback(logger.close)  # (also when the run stops with an error)
     if info.is_main:  # we hold the lock: temporary files here belong to a killed run
         remove_partial_writes(run_path)
         remove_partial_writes(checkpoints.dir)
@@ -247,7 +248,11 @@ def _train_locked(
     torch.manual_seed(config.seed)
     overrides = config.model_config_overrides()
     if finetune_from is not None:  # the trunk the config leaves open is the checkpoint's
-        overrides = {**_pretrained_architecture(finetune_from), **overrides}
+        filled = {k: v for k, v in _pretrained_architecture(finetune_from, config.model_preset).items()
+                  if k not in overrides}  # fmt: skip
+        overrides.update(filled)
+        # ... and config.yaml (and the checkpoints' config) say so
+        config = config.model_copy(update={TRAIN_KEYS[k]: v for k, v in filled.items() if k in TRAIN_KEYS})
     overrides.setdefault("in_channels", n_channels)
     overrides.setdefault("out_channels", n_channels)
     overrides.setdefault("n_cls", len(train_names))
@@ -514,16 +519,29 @@ def _train_locked(
     return result
 
 
+# The config keys (the original's names) of model-config fields
+TRAIN_KEYS = {"embed_dim": "width", "depth": "n_layers", "n_blocks": "n_blocks", "mlp_ratio": "mlp_ratio",
+              "modes": "modes", "patch_size": "patch_size", "out_layer_dim": "out_layer_dim", "act": "act",
+              "time_agg": "time_agg", "normalize": "normalize"}  # fmt: skip
+
 # Architecture keys a fine-tuning config may leave unset: the pre-trained checkpoint's are used
 PRETRAINED_ARCHITECTURE = ("embed_dim", "depth", "n_blocks", "mlp_ratio", "modes", "patch_size", "out_layer_dim",
                            "act", "time_agg", "normalize", "num_experts", "num_shared_experts", "top_k")  # fmt: skip
 
 
-def _pretrained_architecture(path: str | os.PathLike) -> dict[str, Any]:
-    """The :data:`PRETRAINED_ARCHITECTURE` values of the checkpoint at ``path``."""
+def _pretrained_architecture(path: str | os.PathLike, model: str) -> dict[str, Any]:
+    """The :data:`PRETRAINED_ARCHITECTURE` values of the checkpoint at ``path``, for a config
+    whose ``model`` is a bare family name (``moepot``, ``dpot``) of the checkpoint's family; a
+    named preset (``moepot-s``) keeps its own sizes, and another family takes nothing."""
+    from moepot.models.config import FAMILIES
     from moepot.models.registry import checkpoint_config
 
-    stored = checkpoint_config(path).to_dict()
+    pretrained = checkpoint_config(path)
+    if model.lower() not in FAMILIES or pretrained.family != model.lower():
+        log.info("fine-tuning: model %r keeps its own architecture (checkpoint %s is a %s)", model, path,
+                 pretrained.name)
+        return {}
+    stored = pretrained.to_dict()
     return {key: stored[key] for key in PRETRAINED_ARCHITECTURE if key in stored}
 
 
