@@ -61,6 +61,14 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run_evaluate)
 
 
+def _warn_if_written_for_another(source: str, configs: list, command: str) -> None:
+    """Name the command a config file was written for (its ``file`` key) when it is not ``command``."""
+    others = {c.file for c in configs if "file" in c.model_fields_set} - {command}
+    if others:
+        hint = " (moepot evaluate --checkpoint FILE --config ...)" if "evaluate" in others else ""
+        log.warning("%s: written for %s%s; running it as %s", source, " / ".join(sorted(others)), hint, command)
+
+
 def prepare_configs(args: argparse.Namespace, command: str) -> list:
     """The validated tasks with the command-line options folded in."""
     from moepot.train.config import TIME_PLACEHOLDER, load_config
@@ -74,11 +82,7 @@ def prepare_configs(args: argparse.Namespace, command: str) -> list:
             "--resume auto continues the run in --run-dir (or the config's run_dir); without one every "
             "run gets a new timestamped directory with nothing to resume: give --run-dir DIR"
         )
-    written_for = {c.file for c in configs if "file" in c.model_fields_set} - {command}
-    if written_for:
-        hint = " (moepot evaluate --checkpoint FILE --config ...)" if "evaluate" in written_for else ""
-        log.warning("%s: written for %s%s; running it as %s", args.config, " / ".join(sorted(written_for)), hint,
-                    command)
+    _warn_if_written_for_another(args.config, configs, command)
     # tasks that would share one directory (the config's run_dir, not varied by the tasks grid)
     # each get a subdirectory, as with --run-dir
     run_dirs = [c.run_dir for c in configs]
@@ -156,10 +160,9 @@ def evaluation_settings(args: argparse.Namespace) -> dict[str, Any]:
         given = config.model_fields_set  # keys the file (or --set) gave: the others keep evaluate's defaults
         settings.update({key: getattr(config, key) for key in ("res", "n_test", "batch_size", "data_root", "catalog")
                          if key in given and getattr(config, key) is not None})  # fmt: skip
-        if "file" in given and config.file != "evaluate":
-            log.warning("%s: written for %s; evaluating with its test settings", args.config, config.file)
-        elif "file" in given:  # the original's evaluate.py reads the checkpoint there (elsewhere
-            settings["checkpoint"] = config.resume_path  # it is a starting point, not what to evaluate)
+        _warn_if_written_for_another(args.config, [config], "evaluate")
+        if "file" in given and config.file == "evaluate":  # the original's evaluate.py reads the checkpoint
+            settings["checkpoint"] = config.resume_path  # there (elsewhere it is a starting point)
         settings["data"] = list(config.test_paths or config.train_paths)
     elif args.overrides:
         raise ConfigError("evaluate: --set needs --config")

@@ -100,6 +100,12 @@ _ENTRY_SCRIPTS = {
 # its fine-tuning script's AdamW 1e-6, Lamb 1e-4); here because this module must not import torch
 DEFAULT_WEIGHT_DECAY = {"adam": 1e-6, "adamw": 1e-6, "lamb": 1e-4}
 
+# model-config field -> the config key (the original's name) that sets it, when set
+MODEL_FIELD_KEYS = {"embed_dim": "width", "depth": "n_layers", "n_blocks": "n_blocks", "mlp_ratio": "mlp_ratio",
+                    "patch_size": "patch_size", "modes": "modes", "out_layer_dim": "out_layer_dim", "act": "act",
+                    "time_agg": "time_agg", "normalize": "normalize", "n_cls": "n_class",
+                    "in_channels": "n_channels", "out_channels": "n_channels"}  # fmt: skip
+
 LrMethod = Literal["cycle", "step", "warmup", "linear", "restart", "cyclic", "cos"]
 Optimizer = Literal["adam", "adamw", "lamb"]
 
@@ -438,21 +444,7 @@ class TrainConfig(BaseModel):
             "temperature_decay": self.temperature_decay,
             "expert_dispatch": self.expert_dispatch,
         }
-        optional = {
-            "embed_dim": self.width,
-            "depth": self.n_layers,
-            "n_blocks": self.n_blocks,
-            "mlp_ratio": self.mlp_ratio,
-            "patch_size": self.patch_size,
-            "modes": self.modes,
-            "out_layer_dim": self.out_layer_dim,
-            "act": self.act,
-            "time_agg": self.time_agg,
-            "normalize": self.normalize,
-            "n_cls": self.n_class,
-            "in_channels": self.n_channels,
-            "out_channels": self.n_channels,
-        }
+        optional = {field: getattr(self, key) for field, key in MODEL_FIELD_KEYS.items()}
         overrides.update({k: v for k, v in optional.items() if v is not None})
         return overrides
 

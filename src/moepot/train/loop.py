@@ -43,7 +43,6 @@ from moepot.errors import CheckpointError, ConfigError, MoepotError
 from moepot.eval.metrics import relative_l2
 from moepot.eval.rollout import slide_window
 from moepot.models.base import ModelOutput
-from moepot.models.moe import TEMPERATURE_FLOOR
 from moepot.train import distributed as dist_utils
 from moepot.train.checkpoint import (
     CheckpointManager,
@@ -53,7 +52,7 @@ from moepot.train.checkpoint import (
     remove_partial_writes,
     restore_rng,
 )
-from moepot.train.config import TIME_PLACEHOLDER, TrainConfig
+from moepot.train.config import MODEL_FIELD_KEYS, TIME_PLACEHOLDER, TrainConfig
 from moepot.train.logger import RunLogger
 from moepot.train.optim import build_optimizer
 from moepot.train.schedules import build_scheduler, scale_schedule
@@ -252,7 +251,7 @@ def _train_locked(
                   if k not in overrides}  # fmt: skip
         overrides.update(filled)
         # ... and config.yaml (and the checkpoints' config) say so
-        config = config.model_copy(update={TRAIN_KEYS[k]: v for k, v in filled.items() if k in TRAIN_KEYS})
+        config = config.model_copy(update={MODEL_FIELD_KEYS[k]: v for k, v in filled.items() if k in MODEL_FIELD_KEYS})
     overrides.setdefault("in_channels", n_channels)
     overrides.setdefault("out_channels", n_channels)
     overrides.setdefault("n_cls", len(train_names))
@@ -519,11 +518,6 @@ def _train_locked(
     return result
 
 
-# The config keys (the original's names) of model-config fields
-TRAIN_KEYS = {"embed_dim": "width", "depth": "n_layers", "n_blocks": "n_blocks", "mlp_ratio": "mlp_ratio",
-              "modes": "modes", "patch_size": "patch_size", "out_layer_dim": "out_layer_dim", "act": "act",
-              "time_agg": "time_agg", "normalize": "normalize"}  # fmt: skip
-
 # Architecture keys a fine-tuning config may leave unset: the pre-trained checkpoint's are used
 PRETRAINED_ARCHITECTURE = ("embed_dim", "depth", "n_blocks", "mlp_ratio", "modes", "patch_size", "out_layer_dim",
                            "act", "time_agg", "normalize", "num_experts", "num_shared_experts", "top_k")  # fmt: skip
@@ -679,29 +673,9 @@ def evaluate_checkpoint(
 
 
 def load_model_for_eval(checkpoint: str | os.PathLike, device: str | None = None) -> nn.Module:
-    """A model in eval mode from our training checkpoint, our export or an official file."""
+    """A model in eval mode, at the inference temperature, on ``device``, from our training
+    checkpoint, our export or an official file (:func:`moepot.load_pretrained` reads them all)."""
     import moepot
-    from moepot.train.checkpoint import FORMAT
 
     target = dist_utils.pick_device(device)  # a bad device is reported before any loading
-    path = Path(checkpoint)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    state = None
-    if path.is_file():
-        with contextlib.suppress(Exception):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and state.get("format") == FORMAT:
-        state = load_checkpoint(path)  # checks the checksum
-        from moepot.models.registry import runnable_stored_config
-
-        model_config = runnable_stored_config(dict(state["model_config"]), f"checkpoint {path}")
-        model = moepot.build_model(model_config.pop("name"), **model_config)
-        model.load_state_dict(state["model"])
-        with torch.no_grad():  # evaluation uses the inference temperature (architecture.md), as load_pretrained
-            for layer in model.moe_layers():
-                layer.temperature.fill_(TEMPERATURE_FLOOR)
-    else:
-        model = moepot.load_pretrained(path)
-    model.to(target)
-    return model.eval()
+    return moepot.load_pretrained(checkpoint).to(target).eval()

@@ -245,6 +245,7 @@ def convert_cfdbench(
             f"{raw_path}: no case folders found under {{{', '.join(PROBLEMS)}}}/{{{', '.join(SUBSETS)}}}/caseNNNN"
         )
     written = []
+    raw = raw_identity(raw_path)  # (a digest of every case file: computed once)
     for split, cases, cap in (("train", train_cases, n_train), ("test", test_cases, n_test)):
         available = sum(case.n_segments for case in cases)
         count = available if cap is None else cap
@@ -256,7 +257,7 @@ def convert_cfdbench(
                 target.path(split),
                 shape,
                 blocks,
-                f"{raw_identity(raw_path)} {split} segments 0..{count - 1} of {available}",
+                f"{raw} {split} segments 0..{count - 1} of {available}",
                 desc=f"{target.name} {split}",
                 progress=progress,
             )

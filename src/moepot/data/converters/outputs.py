@@ -9,8 +9,8 @@ here, so resuming, atomicity and progress reporting live in one place:
   through :class:`moepot.data.protocol.SingleWriter` (final shape created up front, one atomic
   rename at the end), so the memory held is one block, never the whole split.
 
-Resuming: every output file records its *origin* (the raw file's name, size and modification
-time, and which raw samples it holds: :func:`raw_identity`) in the HDF5 attribute
+Resuming: every output file records its *origin* (the raw file or folder and which raw samples
+it holds: :func:`raw_identity`) in the HDF5 attribute
 :data:`moepot.data.protocol.ORIGIN_ATTR`. Each file is renamed into place only once complete,
 so a rerun keeps the files whose origin is the one it would write (an interrupted conversion
 resumes where it stopped) and rewrites every other one: a rerun with another split
@@ -143,13 +143,9 @@ def write_scatter(
     if replaced:
         logger.warning("%s: replacing %d file(s) written from other raw data or another split", desc, replaced)
     directory.mkdir(parents=True, exist_ok=True)
-    beyond = sorted(
-        (p for p in directory.iterdir() if (m := protocol.SAMPLE_FILE.fullmatch(p.name)) and int(m[1]) >= count),
-        key=lambda p: int(protocol.SAMPLE_FILE.fullmatch(p.name)[1]),
-    )
+    beyond = [p for p in directory.iterdir() if (m := protocol.SAMPLE_FILE.fullmatch(p.name)) and int(m[1]) >= count]
     if beyond:
-        logger.warning("%s: deleting %d file(s) beyond the %d of this split (%s ...)", desc, len(beyond),
-                       count, beyond[0].name)
+        logger.warning("%s: deleting %d file(s) beyond the %d of this split", desc, len(beyond), count)
         for path in beyond:
             path.unlink()
     for k in tqdm(todo, desc=desc, unit="sample", disable=not progress):
