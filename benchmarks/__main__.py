@@ -6,6 +6,9 @@ lifts the headline ratios to the top level of the JSON:
 
 - ``moe_layer_ratio``, ``train_step_ratio``, ``inference_ratio``: sparse time / dense time
   (models_speed; lower is better, targets 0.40 / 0.50 / 0.45);
+- ``moe_layer_flop_ratio``, ``train_step_flop_ratio``, ``inference_flop_ratio``: sparse matmul
+  FLOPs / dense matmul FLOPs of the same three measurements, the floor of the time ratios if
+  every FLOP ran at the same speed (models_speed);
 - ``vs_original_train_step_ratio``, ``vs_original_inference_ratio``: our MoE-POT-Ti against the
   same weights run in the original's formulation (models_speed; no target);
 - ``data_throughput_ratio``: samples/s of our mixture loader / a loader that opens the HDF5 file
@@ -40,6 +43,9 @@ HEADLINE_KEYS = (
     "moe_layer_ratio",
     "train_step_ratio",
     "inference_ratio",
+    "moe_layer_flop_ratio",
+    "train_step_flop_ratio",
+    "inference_flop_ratio",
     "vs_original_train_step_ratio",
     "vs_original_inference_ratio",
     "data_throughput_ratio",

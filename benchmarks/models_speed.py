@@ -17,6 +17,11 @@ time our sparse model against the same weights run in the original's formulation
 - ``vs_original_train_step_ratio`` and ``vs_original_inference_ratio`` (MoE-POT-Ti), and the
   same for DPOT-Ti (``vs_original_dpot_...``), whose trunk is the same as MoE-POT's.
 
+Next to each time ratio the run counts the matmul FLOPs of both sides
+(``torch.utils.flop_counter``: matmuls, convolutions, einsums; no elementwise work) and
+reports their ratio (``*_flop_ratio``): the time ratio the sparse side would reach if every
+FLOP on both sides ran at the same speed, the floor a faster kernel cannot beat.
+
 The ``grouped`` dispatch (all chosen experts in one ``grouped_mm``, made for compiled GPU runs) is
 timed against the sparse one on the same three measurements (``grouped_*_over_sparse``).
 
@@ -35,6 +40,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.original_formulation import original_forward
 from moepot.malloc import tune_malloc
@@ -82,15 +88,23 @@ def _inputs(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def bench_moe_layer(repeats: int, dispatches: tuple[str, str] = ("sparse", "dense")) -> tuple[float, float]:
-    sparse_model, dense_model = _models(dispatches)
-    sparse, dense = sparse_model.moe_layers()[0], dense_model.moe_layers()[0]
-    sparse.train()
-    dense.train()
+def matmul_flops(call: Callable[[], None]) -> int:
+    """The matmul FLOPs (2 per multiply-add) of one ``call``, as ``FlopCounterMode`` counts them."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        call()
+    return counter.get_total_flops()
+
+
+def moe_layer_calls(dispatches: tuple[str, str] = ("sparse", "dense")) -> tuple[Callable[[], None], ...]:
+    """One MoE layer's forward + backward under each of the two dispatches, as callables."""
+    first_model, second_model = _models(dispatches)
     h = torch.randn(BATCH, 512, 8, 8, generator=torch.Generator().manual_seed(1))
     h = h * torch.logspace(-1, 1, BATCH).reshape(BATCH, 1, 1, 1)
 
     def step(layer: torch.nn.Module) -> Callable[[], None]:
+        layer.train()
+
         def run() -> None:
             out, aux = layer(h)
             (out.square().mean() + aux).backward()
@@ -98,7 +112,7 @@ def bench_moe_layer(repeats: int, dispatches: tuple[str, str] = ("sparse", "dens
 
         return run
 
-    return median_pair(step(sparse), step(dense), repeats)
+    return step(first_model.moe_layers()[0]), step(second_model.moe_layers()[0])
 
 
 def train_step(
@@ -132,16 +146,18 @@ def inference(model: torch.nn.Module, x: torch.Tensor, forward: Callable | None 
     return run
 
 
-def bench_train_step(repeats: int, dispatches: tuple[str, str] = ("sparse", "dense")) -> tuple[float, float]:
-    sparse_model, dense_model = _models(dispatches)
+def train_step_calls(dispatches: tuple[str, str] = ("sparse", "dense")) -> tuple[Callable[[], None], ...]:
+    """A whole MoE-POT-Ti training step under each of the two dispatches, as callables."""
+    first_model, second_model = _models(dispatches)
     x, y = _inputs(torch.Generator().manual_seed(2))
-    return median_pair(train_step(sparse_model, x, y), train_step(dense_model, x, y), repeats)
+    return train_step(first_model, x, y), train_step(second_model, x, y)
 
 
-def bench_inference(repeats: int, dispatches: tuple[str, str] = ("sparse", "dense")) -> tuple[float, float]:
-    sparse_model, dense_model = _models(dispatches)
+def inference_calls(dispatches: tuple[str, str] = ("sparse", "dense")) -> tuple[Callable[[], None], ...]:
+    """An eval-mode MoE-POT-Ti forward under each of the two dispatches, as callables."""
+    first_model, second_model = _models(dispatches)
     x, _ = _inputs(torch.Generator().manual_seed(3))
-    return median_pair(inference(sparse_model, x), inference(dense_model, x), repeats)
+    return inference(first_model, x), inference(second_model, x)
 
 
 def bench_vs_original(preset: str, kind: str, repeats: int) -> tuple[float, float]:
@@ -166,16 +182,17 @@ def run(quick: bool = False, threads: int = 2) -> dict:
     repeats = 3 if quick else 15
     try:
         results: dict = {"shape": "moepot-ti, res 64, batch 8", "threads": threads, "repeats": repeats}
-        for key, bench in (
-            ("moe_layer", bench_moe_layer),
-            ("train_step", bench_train_step),
-            ("inference", bench_inference),
-        ):
-            sparse_s, dense_s = bench(repeats)
+        for key, calls in MEASUREMENTS.items():
+            sparse, dense = calls()
+            sparse_flops, dense_flops = matmul_flops(sparse), matmul_flops(dense)
+            sparse_s, dense_s = median_pair(sparse, dense, repeats)
             results[f"{key}_sparse_ms"] = round(1e3 * sparse_s, 2)
             results[f"{key}_dense_ms"] = round(1e3 * dense_s, 2)
             results[f"{key}_ratio"] = round(sparse_s / dense_s, 3)
-            grouped_s, sparse_again_s = bench(repeats, ("grouped", "sparse"))
+            results[f"{key}_sparse_gflop"] = round(sparse_flops / 1e9, 2)
+            results[f"{key}_dense_gflop"] = round(dense_flops / 1e9, 2)
+            results[f"{key}_flop_ratio"] = round(sparse_flops / dense_flops, 3)
+            grouped_s, sparse_again_s = median_pair(*calls(("grouped", "sparse")), repeats)
             results[f"grouped_{key}_ms"] = round(1e3 * grouped_s, 2)
             results[f"grouped_{key}_sparse_ms"] = round(1e3 * sparse_again_s, 2)
             results[f"grouped_{key}_over_sparse"] = round(grouped_s / sparse_again_s, 3)
@@ -195,16 +212,21 @@ VS_ORIGINAL = (  # result key, preset, measurement
     ("vs_original_dpot_train_step", "dpot-ti", "train_step"),
     ("vs_original_dpot_inference", "dpot-ti", "inference"),
 )
+MEASUREMENTS = {"moe_layer": moe_layer_calls, "train_step": train_step_calls, "inference": inference_calls}
 TARGETS = {"moe_layer": 0.40, "train_step": 0.50, "inference": 0.45}
 
 
 def markdown(results: dict) -> str:
     """The results as a markdown table."""
-    rows = ["| measurement | sparse (ms) | dense (ms) | sparse / dense | target |", "|---|---|---|---|---|"]
+    rows = [
+        "| measurement | sparse (ms) | dense (ms) | sparse / dense | target | matmul GFLOP sparse / dense | FLOP ratio (floor) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for key, target in TARGETS.items():
         rows.append(
             f"| {key.replace('_', ' ')} | {results[f'{key}_sparse_ms']} | {results[f'{key}_dense_ms']} "
-            f"| {results[f'{key}_ratio']} | <= {target} |"
+            f"| {results[f'{key}_ratio']} | <= {target} "
+            f"| {results[f'{key}_sparse_gflop']} / {results[f'{key}_dense_gflop']} | {results[f'{key}_flop_ratio']} |"
         )
     rows += [
         "",

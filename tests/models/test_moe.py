@@ -87,6 +87,30 @@ def test_forward_with_no_grad_skips_unused_experts_term(dispatch):
         assert rel_err(sparse(x)[0], dense(x)[0]) < 1e-5
 
 
+def test_sparse_dispatch_does_only_the_chosen_experts_matmuls():
+    """Counted matmul FLOPs of an eval forward equal the architecture's count: the feature
+    extractor, the router, the shared experts and, per sample, only its k routed experts (plus
+    their weighted sum); the dense reference runs all E routed experts on every sample."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    sparse, dense = make_pair()
+    x = varied_batch(8)
+    b, p = x.shape[0], x.shape[2] * x.shape[3]
+    e, k, attention = sparse.num_experts, sparse.top_k, 2 * HM // 16
+    trunk = 2 * b * p * D * HM + 2 * b * p * HM * 2 * D  # feature extractor, 2 shared experts
+    router = 2 * b * (HM * 2 * HM + 2 * (2 * HM * attention) + 2 * HM * HM + HM * e)
+    expected = {
+        "sparse": trunk + router + 2 * b * k * p * HM * D + 2 * b * k * p * D,
+        "dense": trunk + router + 2 * b * e * p * HM * D,
+    }
+    for name, layer in (("sparse", sparse), ("dense", dense)):
+        layer.eval()
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            layer(x)
+        assert counter.get_total_flops() == expected[name], name
+
+
 def test_balance_loss_against_a_loop():
     g = torch.Generator().manual_seed(0)
     indices = torch.stack([torch.randperm(16, generator=g)[:4] for _ in range(5)])
