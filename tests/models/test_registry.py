@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 
 import pytest
@@ -153,6 +154,39 @@ def test_pickle_that_would_run_code_is_refused(tmp_path, code_running_payload):
     with pytest.raises(CheckpointError):
         load_pretrained(legacy)
     assert not target.exists()
+
+
+class _BlockedModuleCall:
+    """Pickles as a call of ``os.getcwd`` (harmless if it ran): torch blocks the whole module."""
+
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("payload", ["builtins.open", "os.getcwd"])
+def test_a_refused_pickle_names_what_it_asked_for_and_never_advises_weights_only_false(
+    tmp_path, code_running_payload, payload
+):
+    """The reason given is the global the pickle needs, not torch's boilerplate (which suggests
+    re-running with ``weights_only=False``)."""
+    path = tmp_path / "evil.pth"
+    obj = code_running_payload(tmp_path / "pwned.txt") if payload == "builtins.open" else _BlockedModuleCall()
+    torch.save({"model": {}, "x": obj}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_pretrained(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert payload.split(".")[1] in message.split("Reason:")[1]
+    assert "weights_only` set to `False`" not in message and "Please file an issue" not in message
+
+
+def test_a_text_file_given_as_checkpoint_is_called_not_a_checkpoint(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("name: tiny\nwidth: 32\n")
+    with pytest.raises(CheckpointError, match=r"config\.yaml is not a torch checkpoint or safetensors file") as info:
+        load_pretrained(path)
+    assert "refusing" not in str(info.value)
 
 
 def test_mismatched_checkpoint_names_the_keys(tmp_path):

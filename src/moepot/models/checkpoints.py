@@ -253,21 +253,40 @@ def describe_mismatch(
 
 
 # --------------------------------------------------------------------------- integrity
+# torch's own lines around the reason a weights-only load failed: they advise re-running with
+# weights_only=False, which is the one thing a refusal must not suggest
+_TORCH_LOAD_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
+def _unpickler_reason(exc: Exception) -> str:
+    """The informative line of a weights-only ``UnpicklingError`` (e.g. the blocked global)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines()]
+    reasons = [line for line in lines if line and not line.startswith(_TORCH_LOAD_BOILERPLATE)]
+    return reasons[0] if reasons else type(exc).__name__
+
+
 def describe_load_failure(path: Path, exc: Exception, allowed: str = "") -> str:
     """A one-line reason why ``torch.load(path, weights_only=True)`` raised ``exc``."""
-    if isinstance(exc, pickle.UnpicklingError):
-        extra = f", {allowed}" if allowed else ""
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
-        reason = next(
-            (line.split(". Please")[0] for line in lines if "WeightsUnpickler error" in line), lines[0]
-        )
-        return (
-            f"refusing to load {path}: it is not a checkpoint that loads with weights_only=True (plain "
-            f"tensors and containers{extra}); nothing in it was run. Reason: {reason}"
-        )
     size = path.stat().st_size if path.is_file() else 0
     if size == 0:
         return f"checkpoint {path} is empty (0 bytes)"
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+    if not head.startswith((b"PK", b"\x80")):
+        # neither torch's zip format (maybe truncated) nor a pickle (protocol 2+: torch's legacy format)
+        return (
+            f"checkpoint {path} is not a torch checkpoint or safetensors file (it starts with "
+            f"{head!r}; a YAML config or another text file?)"
+        )
+    if isinstance(exc, pickle.UnpicklingError):
+        extra = f", {allowed}" if allowed else ""
+        return (
+            f"refusing to load {path}: it is not a checkpoint that loads with weights_only=True (plain "
+            f"tensors and containers{extra}); nothing in it was run. Reason: {_unpickler_reason(exc)}"
+        )
     if not zipfile.is_zipfile(path):
         return (
             f"checkpoint {path} is truncated or not a torch checkpoint ({size} bytes, no zip directory at "
