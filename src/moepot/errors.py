@@ -22,3 +22,18 @@ class DataError(MoepotError, ValueError):
 
 class CheckpointError(MoepotError, ValueError):
     """A checkpoint that cannot be loaded safely or does not match the model."""
+
+
+class OutputError(MoepotError, OSError):
+    """An output path that cannot be written: a file where a directory is needed (or the
+    reverse), no permission, a full disk. Also an ``OSError``, so writers that turn write
+    failures into their own errors (``CheckpointError``) still catch it; ``strerror`` is the
+    reason alone."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(reason)
+        self.strerror = reason
+        self.filename = str(path)
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}"

@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from moepot.errors import OutputError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -25,8 +27,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                 f["data"] = array
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise OutputError(path, "it is a directory; expected a file name")
+    try:
+        make_dirs(path.parent)
+    except OutputError as exc:
+        raise OutputError(path, exc.strerror) from exc
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(path, why_unwritable(path.parent, exc)) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual permissions
@@ -39,6 +49,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def make_dirs(directory: str | os.PathLike) -> Path:
+    """``mkdir -p directory``; an ``OutputError`` naming it (and the file in the way, if any)
+    when it cannot be created."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(directory, why_unwritable(directory, exc)) from exc
+    return directory
+
+
+def why_unwritable(directory: Path, exc: OSError) -> str:
+    """Why nothing can be written in ``directory``: the file in the way, else ``exc``'s reason."""
+    for candidate in (directory, *directory.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                return f"{candidate} is a file, not a directory"
+            break
+    return exc.strerror or str(exc)
 
 
 def _current_umask() -> int:

@@ -80,6 +80,18 @@ def test_route_command_reports_a_dense_checkpoint_as_an_error(tmp_path, capsys):
     assert "dense model has no router" in capsys.readouterr().err
 
 
+def test_route_out_that_is_a_file_is_refused_before_the_model_runs(tmp_path, capsys):
+    blocker = tmp_path / "catalog.yaml"
+    blocker.write_text("x")
+    for out in (blocker, blocker / "route"):
+        with pytest.raises(SystemExit) as exit_:  # argparse: the checkpoint is never read
+            main(["route", "--checkpoint", str(tmp_path / "none.pt"), "--data", "a", "b", "--out", str(out)])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert "argument --out:" in err and str(blocker) in err and "Traceback" not in err
+    assert blocker.read_text() == "x"
+
+
 def test_quickstart_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("MOEPOT_CACHE", str(tmp_path / "cache"))
     assert default_quickstart_data_root() == tmp_path / "cache" / "quickstart-data"

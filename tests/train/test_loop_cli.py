@@ -133,6 +133,40 @@ def test_evaluate_rejects_bad_options_in_one_line(tmp_path, capsys, options, mes
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("where", ["a directory", "under a file"])
+def test_output_paths_that_cannot_be_written_are_refused_before_any_work(tmp_path, capsys, where):
+    """--save-rollouts and --run-dir are checked when the options are read: nothing is loaded,
+    evaluated or trained first, and the line names the option and the file in the way."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("x")
+    (tmp_path / "rollouts").mkdir()
+    runs = [
+        ["evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--data", "decay_a", "--save-rollouts",
+         str(tmp_path / "rollouts") if where == "a directory" else str(blocker / "r.hdf5")],
+        ["pretrain", "--config", "tiny_cpu_moepot", "--run-dir",
+         str(blocker) if where == "a directory" else str(blocker / "run")],
+    ]
+    for argv in runs:
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        option = argv[-2]
+        assert f"argument {option}:" in err and "Traceback" not in err
+        assert ("is a directory" in err) if argv[0] == "evaluate" and where == "a directory" else (str(blocker) in err)
+    assert blocker.read_text() == "x" and not any((tmp_path / "rollouts").iterdir())
+
+
+def test_a_configs_run_dir_under_a_file_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("x")
+    code = main(["pretrain", "--config", "tiny_cpu_moepot", "--data-root", str(tmp_path),
+                 "--set", f"run_dir={blocker / 'run'}", "--set", "max_steps=1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{blocker} is a file, not a directory" in err and "Traceback" not in err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_evaluate_on_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(tmp_path / "x.pt"), "--data", "decay_a", "--device", "cuda"]) == 2

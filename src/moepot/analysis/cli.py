@@ -13,7 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-from moepot.argtypes import positive_float, positive_int
+from moepot.argtypes import output_dir, positive_float, positive_int
 from moepot.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     route.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds (default 5)")
     route.add_argument("--batch-size", type=positive_int, default=16)
     route.add_argument("--device", help="cpu, cuda, cuda:1 (default: a GPU when available)")
-    route.add_argument("--out", default="runs/route", help="report directory (default runs/route)")
+    route.add_argument("--out", default="runs/route", type=output_dir, help="report directory (default runs/route)")
     route.add_argument("--json", action="store_true", help="print the analysis as JSON")
     route.set_defaults(func=run_route)
 
@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "zero-shot on every dataset and write a report with errors, curves, rollouts and the router analysis."
         ),
     )
-    quick.add_argument("--out", default="runs/quickstart", help="report directory (default runs/quickstart)")
+    quick.add_argument("--out", default="runs/quickstart", type=output_dir, help="report directory (default runs/quickstart)")
     quick.add_argument("--minutes", type=positive_float, default=8.0,
                        help="total time budget in minutes (default 8; training gets most of it)")
     quick.add_argument("--device", default="cpu", help="cpu (default) or cuda")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from moepot.errors import ConfigError
-from moepot.io import atomic_path
+from moepot.io import atomic_path, make_dirs
 
 Cell = str | int | float | None
 
@@ -145,7 +145,7 @@ class Report:
 
     def write(self) -> tuple[Path, Path]:
         """Write ``report.md`` and ``report.html`` into :attr:`directory` (atomically); return both paths."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.directory)
         written = []
         for name, text in (("report.md", self.to_markdown()), ("report.html", self.to_html())):
             with atomic_path(self.directory / name) as tmp:

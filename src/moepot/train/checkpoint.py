@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from moepot.errors import CheckpointError
-from moepot.io import atomic_path
+from moepot.errors import CheckpointError, OutputError
+from moepot.io import atomic_path, make_dirs
 from moepot.models.checkpoints import CHECKSUM_KEY, describe_load_failure, payload_digest, verify_checksum
 
 log = logging.getLogger(__name__)
@@ -267,7 +267,10 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            make_dirs(self.path.parent)
+        except OutputError as exc:
+            raise CheckpointError(f"cannot create run directory {exc.filename}: {exc.strerror}") from exc
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)

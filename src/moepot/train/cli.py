@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from moepot.argtypes import positive_float, positive_int
+from moepot.argtypes import output_dir, output_file, positive_float, positive_int
 from moepot.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
                             help="override a config key (YAML value), repeatable")
         parser.add_argument("--data-root", help="root of the dataset files")
         parser.add_argument("--catalog", help="extra dataset catalogue (YAML)")
-        parser.add_argument("--run-dir", help="run directory (default runs/<name>-<time>)")
+        parser.add_argument("--run-dir", type=output_dir, help="run directory (default runs/<name>-<time>)")
         parser.add_argument("--resume", metavar="auto|PATH",
                             help="continue exactly from the run directory's last checkpoint or PATH")
         parser.add_argument("--max-minutes", type=positive_float, help="wall-clock budget per task")
@@ -55,7 +55,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--n-test", type=positive_int, help="first N test trajectories of each dataset")
     parser.add_argument("--batch-size", type=positive_int, help="trajectories per batch (default 8)")
     parser.add_argument("--teacher-forced", action="store_true", help="also report the teacher-forced error")
-    parser.add_argument("--save-rollouts", metavar="FILE", help="write predictions and targets to HDF5")
+    parser.add_argument("--save-rollouts", metavar="FILE", type=output_file, help="write predictions and targets to HDF5")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ...")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(func=run_evaluate)
