@@ -37,7 +37,7 @@ def output_dir(text: str) -> str:
     """A directory to write into: missing is fine (it is created), a file there is not."""
     path = Path(text)
     if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a file; give a directory (created if missing)")
+        raise argparse.ArgumentTypeError(f"{text}: a file is there; give a directory (created if missing)")
     blocker = _file_in_the_way(path)
     if blocker is not None:
         raise argparse.ArgumentTypeError(f"{text}: {blocker} is a file, not a directory")

@@ -92,6 +92,33 @@ def test_route_out_that_is_a_file_is_refused_before_the_model_runs(tmp_path, cap
     assert blocker.read_text() == "x"
 
 
+def test_route_refuses_one_fold_and_a_dataset_named_twice_before_loading_anything(tmp_path, capsys):
+    absent = str(tmp_path / "none.pt")  # never read: the options fail first
+    with pytest.raises(SystemExit) as exit_:
+        main(["route", "--checkpoint", absent, "--data", "a", "b", "--folds", "1"])
+    assert exit_.value.code == 2
+    assert "argument --folds: expected at least 2" in capsys.readouterr().err
+    # a dataset given twice would be two "classes" of identical samples: a meaningless accuracy
+    assert main(["route", "--checkpoint", absent, "--data", "a", "b", "a", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "--data names a more than once" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_route_with_one_sample_per_dataset_says_why_there_is_no_accuracy(tmp_path, capsys):
+    for name, rate in (("decay_slow", 0.95), ("decay_fast", 0.5)):
+        write_decay_dataset(tmp_path / "data", name, n_test=3, size=16, t_total=8, t_in=4, rate=rate)
+    checkpoint = tiny_moepot_checkpoint(tmp_path / "tiny.safetensors")
+    out = tmp_path / "route"
+    assert main(["route", "--checkpoint", str(checkpoint), "--data", "decay_slow", "decay_fast",
+                 "--data-root", str(tmp_path / "data"), "--n-samples", "1", "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "accuracy" not in printed and "not classified" in printed and "at least 2 samples" in printed
+    saved = json.loads((out / "routing.json").read_text())
+    assert saved["classification"] is None and "at least 2 samples" in saved["classification_skipped"]
+    assert "at least 2 samples" in (out / "report.md").read_text()
+
+
 def test_quickstart_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("MOEPOT_CACHE", str(tmp_path / "cache"))
     assert default_quickstart_data_root() == tmp_path / "cache" / "quickstart-data"

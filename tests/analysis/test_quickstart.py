@@ -126,5 +126,6 @@ def test_quickstart_options_are_checked_in_one_line(tmp_path, capsys):
         main(["quickstart", "--minutes", "inf"])
     assert exit_.value.code == 2 and "positive finite number" in capsys.readouterr().err
     (tmp_path / "afile").write_text("x")
-    assert main(["quickstart", "--out", str(tmp_path / "afile"), "--data-root", str(tmp_path / "d")]) == 2
-    assert "a file is there" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # checked as the options are read
+        main(["quickstart", "--out", str(tmp_path / "afile"), "--data-root", str(tmp_path / "d")])
+    assert exit_.value.code == 2 and "--out" in (err := capsys.readouterr().err) and "a file is there" in err

@@ -183,6 +183,24 @@ def test_classifier_rejects_bad_input():
         classify(vectors, labels[:5])
 
 
+def test_a_dataset_with_one_sample_is_not_scored_as_a_miss():
+    """Perfectly separable routing, but dataset d2 has one sample: whichever fold holds it, the
+    classifier fitted on the others has never seen d2, so the "accuracy" would count a sure miss
+    against routing that does separate the datasets. classify refuses; analyze_routing says why."""
+    full = separable_record(n_per_class=10, n_classes=3, n_layers=2)
+    keep = np.flatnonzero(full.labels != 2)[:20].tolist() + [int(np.flatnonzero(full.labels == 2)[0])]
+    record = RoutingRecord(full.names, full.labels[keep], full.indices[keep], full.weights[keep])
+    with pytest.raises(DataError, match=r"at least 2 samples.*\[2\] have 1"):
+        classify(routing_vectors(record), record.labels, folds=5)
+    analysis = analyze_routing(record, folds=5)
+    assert analysis.classification is None
+    assert "d2 has 1" in analysis.classification_skipped
+    assert analysis.to_dict()["classification_skipped"] == analysis.classification_skipped
+    # the two full datasets alone are classified perfectly, as constructed
+    two = np.flatnonzero(record.labels != 2)
+    assert classify(routing_vectors(record)[two], record.labels[two], folds=5).accuracy == 1.0
+
+
 def test_record_rejects_out_of_range_labels_and_experts():
     record = random_record(6, 2)
     with pytest.raises(DataError, match="labels must lie in"):

@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="test samples per dataset (default 64; fewer if the split is smaller)")
     route.add_argument("--method", choices=("centroid", "logistic"), default="centroid",
                        help="classifier: nearest class centroid (default) or multinomial logistic regression")
-    route.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds (default 5)")
+    route.add_argument("--folds", type=fold_count, default=5,
+                       help="cross-validation folds, at least 2 (default 5; at most the number of samples)")
     route.add_argument("--batch-size", type=positive_int, default=16)
     route.add_argument("--device", help="cpu, cuda, cuda:1 (default: a GPU when available)")
     route.add_argument("--out", default="runs/route", type=output_dir, help="report directory (default runs/route)")
@@ -73,6 +74,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     quick.set_defaults(func=run_quickstart_command)
 
 
+def fold_count(text: str) -> int:
+    """``--folds``: an integer >= 2 (one fold would leave nothing to train the classifier on)."""
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected at least 2 cross-validation folds, got {text}")
+    return value
+
+
 def run_route(args: argparse.Namespace) -> int:
     from moepot.analysis import sections
     from moepot.analysis.report import Report
@@ -80,6 +89,12 @@ def run_route(args: argparse.Namespace) -> int:
     from moepot.io import atomic_path
     from moepot.train.loop import load_model_for_eval
 
+    repeated = sorted({name for name in args.data if args.data.count(name) > 1})
+    if repeated:
+        raise ConfigError(
+            f"--data names {', '.join(repeated)} more than once; each dataset is one class of the "
+            "routing classifier, so give each once"
+        )
     model = load_model_for_eval(args.checkpoint, device=args.device)
     if not model.moe_layers():
         raise ConfigError(f"--checkpoint {args.checkpoint}: a dense model has no router to analyse; give a MoE-POT")
@@ -104,6 +119,8 @@ def run_route(args: argparse.Namespace) -> int:
     if result is not None:
         print(f"dataset from routing: accuracy {result.accuracy:.3f} (chance {result.chance:.3f}, "
               f"{result.method}, {result.folds}-fold)")
+    elif analysis.classification_skipped:
+        print(f"dataset from routing: not classified ({analysis.classification_skipped})")
     print("usage entropy per layer (bits): " + ", ".join(f"{h:.2f}" for h in analysis.entropy))
     print(f"report: {html_path} (and {md_path.name})")
     return 0

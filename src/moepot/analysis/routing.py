@@ -430,6 +430,13 @@ def classify(
     present, counts = np.unique(labels, return_counts=True)
     if len(present) < 2:
         raise DataError(f"classify: need samples of at least 2 classes; got only class {present.tolist()}")
+    if counts.min() < 2:
+        # its one sample's fold would be the only one holding the class: the classifier fitted on
+        # the other folds has never seen it and cannot predict it, a guaranteed miss
+        raise DataError(
+            f"classify: every class needs at least 2 samples for cross-validation; class(es) "
+            f"{present[counts < 2].tolist()} have 1"
+        )
     n_classes = int(labels.max()) + 1 if n_classes is None else n_classes
 
     fold_of = stratified_folds(labels, folds, seed)
@@ -464,7 +471,8 @@ class RoutingAnalysis:
     frequency: np.ndarray  # [L, D, E]
     mean_weight: np.ndarray  # [L, D, E]
     entropy: np.ndarray  # [L] bits
-    classification: ClassificationResult | None  # None with fewer than 2 datasets
+    classification: ClassificationResult | None  # None when skipped (see classification_skipped)
+    classification_skipped: str | None = None  # why there is no classification, if there is none
 
     def to_dict(self) -> dict:
         """JSON-able summary (NaN rows of empty datasets become null)."""
@@ -480,6 +488,7 @@ class RoutingAnalysis:
             "frequency": clean(self.frequency),
             "mean_weight": clean(self.mean_weight),
             "classification": None if self.classification is None else self.classification.to_dict(),
+            "classification_skipped": self.classification_skipped,
         }
 
 
@@ -488,13 +497,23 @@ def analyze_routing(
 ) -> RoutingAnalysis:
     """Usage matrices, entropies and the cross-validated dataset classifier of ``record``.
 
-    The classifier is skipped (``classification=None``, with a log message) when fewer than two
-    datasets have samples; ``folds`` is lowered to the number of samples when there are fewer.
+    The classifier is skipped (``classification=None``, the reason in ``classification_skipped``
+    and logged) when fewer than two datasets have samples, or when a dataset has a single sample
+    (cross-validation would hold its class out of every training fold); ``folds`` is lowered to
+    the number of samples when there are fewer.
     """
     frequency, mean_weight = usage_matrix(record)
     n_per_dataset = tuple(int((record.labels == d).sum()) for d in range(len(record.names)))
-    classification = None
-    if sum(n > 0 for n in n_per_dataset) >= 2:
+    classification, skipped = None, None
+    singles = [name for name, n in zip(record.names, n_per_dataset) if n == 1]
+    if sum(n > 0 for n in n_per_dataset) < 2:
+        skipped = "it needs samples of at least two datasets"
+    elif singles:
+        skipped = (
+            f"every dataset needs at least 2 samples for cross-validation; {', '.join(singles)} "
+            f"{'has' if len(singles) == 1 else 'have'} 1"
+        )
+    else:
         classification = classify(
             routing_vectors(record),
             record.labels,
@@ -503,8 +522,8 @@ def analyze_routing(
             n_classes=len(record.names),
             seed=seed,
         )
-    else:
-        logger.info("router classification skipped: it needs samples of at least two datasets")
+    if skipped:
+        logger.info("router classification skipped: %s", skipped)
     return RoutingAnalysis(
         names=record.names,
         n_samples=n_per_dataset,
@@ -512,4 +531,5 @@ def analyze_routing(
         mean_weight=mean_weight,
         entropy=usage_entropy(record),
         classification=classification,
+        classification_skipped=skipped,
     )

@@ -43,6 +43,9 @@ def routing_section(report: Report, analysis: RoutingAnalysis, *, top_k: int = 4
         )
         report.figure(figures.confusion_figure(analysis, out / f"{prefix}routing_confusion.png"),
                       "Confusion matrix (rows: true dataset, columns: predicted).")
+    elif analysis.classification_skipped:
+        report.heading("Dataset classification from routing vectors", 3)
+        report.text(f"Not computed: {analysis.classification_skipped}.")
     report.heading("Expert usage per layer", 3)
     report.figure(figures.usage_heatmaps(analysis, out / f"{prefix}routing_usage.png"),
                   "Left: share of each dataset's samples that select the expert. "
