@@ -212,7 +212,7 @@ def test_the_grouped_dispatch_trains_like_the_sparse_one(data_root, tmp_path):
     [
         (["decay_a", "decay_c"], 2, "decay_c.*3 channels"),  # more channels than the model's 1
         (["decay_a", "decay_x"], 2, "decay_x"),  # not in the catalogue
-        (["decay_a"], 99, "99"),  # more test trajectories than the split has
+        (["decay_a"], 99, "n_test asks for 99"),  # more test trajectories than the split has: the key named
     ],
 )
 def test_problems_of_the_test_sets_stop_the_run_before_the_first_step(tmp_path, test_paths, n_test, message):
@@ -228,6 +228,19 @@ def test_problems_of_the_test_sets_stop_the_run_before_the_first_step(tmp_path, 
         train(cfg, run_dir=tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "checkpoints").exists()  # no step trained, nothing to lose
     assert not list((tmp_path / "run").glob("events.out.tfevents.*"))  # nor an empty TensorBoard log
+
+
+def test_more_training_trajectories_than_stored_names_ntrain_list(tmp_path):
+    """The key to change is the config's ``ntrain_list`` (e.g. the fine-tuning preset's 1000
+    on a smaller dataset), not an internal argument name."""
+    from tiny_data import write_decay_mixture
+
+    from moepot.errors import DataError
+
+    write_decay_mixture(tmp_path, n_train=12)
+    cfg = tiny_config(tmp_path, model="dpot", train_paths=["decay_a"], ntrain_list=[1000])
+    with pytest.raises(DataError, match=r"'decay_a'.*holds 12 samples but ntrain_list asks for 1000"):
+        train(cfg, run_dir=tmp_path / "run", progress=False)
 
 
 def test_resuming_a_finished_run_changes_nothing(data_root, tmp_path):

@@ -121,6 +121,8 @@ class MixtureDataset(Dataset):
             a sequence aligned with ``names`` or a mapping name -> int (None = catalogue size).
             The first ``n`` samples of each split are used; a split holding fewer is an error.
         seed: seed of the training windows' random starts.
+        n_samples_option: how the caller's user set ``n_samples`` (a config key such as
+            ``ntrain_list``, or an option), named when a split holds fewer samples.
 
     Files are checked here (existence, ``data`` array, rank, channels, time steps, sample count)
     from their headers only; HDF5 files are then opened lazily in each worker process.
@@ -144,6 +146,7 @@ class MixtureDataset(Dataset):
         n_channels: int | None = None,
         n_samples: int | Sequence[int | None] | Mapping[str, int | None] | None = None,
         seed: int = 0,
+        n_samples_option: str = "n_samples",
     ):
         self.names: tuple[str, ...] = (names,) if isinstance(names, str) else tuple(names)
         if not self.names:
@@ -160,6 +163,7 @@ class MixtureDataset(Dataset):
         self.t_in = t_in
         self.t_ar = t_ar
         self.seed = int(seed)
+        self.n_samples_option = n_samples_option
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
         self.catalog = catalog if catalog is not None else load_catalog(data_root=data_root)
@@ -199,8 +203,8 @@ class MixtureDataset(Dataset):
         if n == 0 or info.n_samples == 0:
             raise DataError(f"{where}: empty dataset ({info.n_samples} samples stored, {n} requested)")
         if info.n_samples < n:
-            how = (f"n_samples asks for {n}" if requested is not None
-                   else f"the catalogue's {self.split}_size is {n} (pass n_samples to use fewer)")
+            how = (f"{self.n_samples_option} asks for {n}" if requested is not None
+                   else f"the catalogue's {self.split}_size is {n} (pass {self.n_samples_option} to use fewer)")
             raise DataError(f"{where}: holds {info.n_samples} samples but {how}")
         assert info.sample_shape is not None
         if info.dtype is not None and not is_float_dtype(info.dtype):

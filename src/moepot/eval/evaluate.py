@@ -159,6 +159,7 @@ def open_test_set(
         data_root=data_root,
         n_channels=n_channels,
         n_samples=None if n_test is None else [n_test],
+        n_samples_option="n_test",
     )
 
 

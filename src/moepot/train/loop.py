@@ -217,6 +217,7 @@ def _train_locked(
         n_channels=n_channels,
         n_samples=config.ntrain_list,
         seed=config.seed,
+        n_samples_option="ntrain_list",
     )
     sampler = WeightedMixtureSampler(
         train_set,
