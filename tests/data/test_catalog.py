@@ -157,6 +157,22 @@ def test_bad_user_entries_name_file_id_and_field(tmp_path, fields, expected):
     assert str(user) in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("swe_pdb:\n  train_size: 3\n  train_size: 4\n", r"line 3, column 3: found duplicate key 'train_size'"),
+        ("mine: {train_size: 1}\nmine: {train_size: 2}\n", r"line 2, column 1: found duplicate key 'mine'"),
+        ("swe_pdb: {train_size: [1,\n", r"not valid YAML at line \d+"),
+    ],
+)
+def test_catalogue_yaml_errors_are_one_line_with_the_place(tmp_path, text, expected):
+    user = tmp_path / "bad.yaml"
+    user.write_text(text)
+    with pytest.raises(DataError, match=expected) as info:
+        load_catalog(catalog_file=user, data_root=tmp_path)
+    assert str(user) in str(info.value) and "\n" not in str(info.value)
+
+
 def test_absolute_paths_only_from_the_users_own_catalogue(tmp_path):
     outside = tmp_path / "elsewhere" / "train.hdf5"
     user = write_yaml(tmp_path / "u.yaml", {"mine": NEW_ENTRY | {"train_path": str(outside)}})

@@ -438,6 +438,19 @@ def test_missing_file_and_bad_yaml_are_config_errors(tmp_path):
         load_config(write(tmp_path, "- 1\n- 2\n"))
 
 
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("lr: 0.001\nwidth: 32\nlr: 0.0001\n", 3),  # the second lr would silently win
+        ("model: moepot\ntasks:\n  lr: [0.1, 0.2]\n  lr: [0.3, 0.4]\n", 4),  # inside the tasks block
+    ],
+)
+def test_a_key_given_twice_is_an_error_at_its_second_line(tmp_path, text, line):
+    with pytest.raises(ConfigError, match=rf"line {line}, column \d+: found duplicate key 'lr'") as info:
+        load_config(write(tmp_path, text))
+    assert "\n" not in str(info.value)
+
+
 def test_shipped_presets_are_package_data_and_load_by_name():
     names = set(list_presets())
     expected = {

@@ -35,6 +35,7 @@ from typing import Annotated, Any
 import pydantic
 import yaml
 
+from moepot import yamlio
 from moepot.errors import ConfigError, DataError
 from moepot.io import atomic_path
 
@@ -62,7 +63,7 @@ _ALIASES = {"scatter_storage": "scatter"}
 _REQUIRED = ("train_path", "test_path", "train_size", "test_size", "scatter", "t_test", "t_total",
              "in_size", "n_channels")
 _DEFAULT_T_IN = 10
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader when libyaml is there
+_YAML_LOADER = yamlio.FAST_LOADER  # the C loader when libyaml is there; a repeated id or field is an error
 
 
 _Count = Annotated[int, pydantic.Field(strict=True, ge=0)]
@@ -312,7 +313,7 @@ def _parse_layer(text: str, origin: str) -> dict[str, dict[str, Any]]:
     try:
         raw = yaml.load(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
-        raise DataError(f"{origin}: not valid YAML: {exc}") from None
+        raise DataError(f"{origin}: not valid YAML {yamlio.describe_error(exc)}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

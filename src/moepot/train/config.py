@@ -43,6 +43,7 @@ from pydantic import (
     model_validator,
 )
 
+from moepot import yamlio
 from moepot.data.catalog import PRETRAIN_DATASETS
 from moepot.errors import ConfigError
 from moepot.io import atomic_path
@@ -555,14 +556,9 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"config {str(path)!r} cannot be read: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yamlio.safe_load(text)
     except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"config {str(path)!r} is not valid YAML{where}: {problem}") from None
+        raise ConfigError(f"config {str(path)!r} is not valid YAML {yamlio.describe_error(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
