@@ -200,6 +200,25 @@ def test_evaluate_takes_its_settings_from_a_config(data_root, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == from_config
 
 
+def test_evaluate_says_when_its_configs_model_keys_are_not_the_checkpoints(data_root, tmp_path, caplog, capsys):
+    """The model decides T_in and the channels: a config asking for others is told, not ignored."""
+    from moepot import build_model
+    from moepot.models.registry import save_pretrained
+
+    export = save_pretrained(build_model("dpot", img_size=16, patch_size=4, in_channels=2, out_channels=2,
+                                         in_timesteps=4, embed_dim=16, depth=1, n_blocks=2, modes=3,
+                                         out_layer_dim=8), tmp_path / "m.safetensors")  # fmt: skip
+    config = tmp_path / "eval.yaml"
+    config.write_text("file: evaluate\ntest_paths: [decay_a]\nn_test: 2\nT_in: 6\nn_channels: 2\n")
+    with caplog.at_level("WARNING"):
+        assert main(["evaluate", "--checkpoint", str(export), "--config", str(config), "--data-root",
+                     str(data_root), "--json"]) == 0  # fmt: skip
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("T_in = 6 is not used" in w and "in_timesteps = 4" in w for w in warnings), warnings
+    assert not any("n_channels" in w for w in warnings)  # 2 is the model's: nothing to say
+    assert set(json.loads(capsys.readouterr().out)) == {"decay_a"}
+
+
 def test_evaluate_does_not_take_a_fine_tuning_configs_starting_point(tmp_path, caplog, capsys):
     """resume_path of a fine-tuning config is the pre-trained start, not the model to evaluate."""
     config = tmp_path / "ft.yaml"

@@ -145,6 +145,21 @@ def run_task(config, device: str | None, *, finetune: bool, resume: str | None =
     return 0
 
 
+# keys of an evaluate config that the checkpoint's model decides (config key -> model field)
+EVALUATE_MODEL_KEYS = {"T_in": "in_timesteps", "T_bundle": "out_timesteps", "n_channels": "in_channels"}
+
+
+def _warn_model_keys_overruled(config_path: str, given: dict[str, Any], model: Any) -> None:
+    """An evaluate config's ``T_in``/``T_bundle``/``n_channels`` that differ from the checkpoint's
+    model are not applied (the model cannot take them): say so instead of ignoring them silently."""
+    model_config = getattr(model, "config", None)
+    for key, value in given.items():
+        actual = getattr(model_config, EVALUATE_MODEL_KEYS[key], None)
+        if value is not None and actual is not None and value != actual:
+            log.warning("%s: %s = %s is not used: the checkpoint's model has %s = %s, and evaluate runs it as it is",
+                        config_path, key, value, EVALUATE_MODEL_KEYS[key], actual)
+
+
 def evaluation_settings(args: argparse.Namespace) -> dict[str, Any]:
     """``evaluate``'s settings: the command-line options, else the config's (``--config``), else
     the defaults (the model's grid, every test trajectory, batch 8)."""
@@ -164,6 +179,7 @@ def evaluation_settings(args: argparse.Namespace) -> dict[str, Any]:
         if "file" in given and config.file == "evaluate":  # the original's evaluate.py reads the checkpoint
             settings["checkpoint"] = config.resume_path  # there (elsewhere it is a starting point)
         settings["data"] = list(config.test_paths or config.train_paths)
+        settings["model_keys"] = {key: getattr(config, key) for key in EVALUATE_MODEL_KEYS if key in given}
     elif args.overrides:
         raise ConfigError("evaluate: --set needs --config")
     given = {"data": args.data, "res": args.res, "n_test": args.n_test, "batch_size": args.batch_size,
@@ -182,6 +198,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     settings = evaluation_settings(args)
     model = load_model_for_eval(settings["checkpoint"], device=args.device)
+    _warn_model_keys_overruled(args.config, settings.get("model_keys", {}), model)
     results = evaluate_model(
         model,
         settings["data"],
