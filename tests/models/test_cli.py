@@ -65,3 +65,20 @@ def test_info_on_the_largest_preset_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert '"total_params": 489635501' in out.stdout
     assert out.stderr.strip().splitlines()[-1] == "False"
+
+
+def test_info_text_shows_a_small_models_size_in_thousands(tmp_path, capsys):
+    """A 0.05M-parameter model printed as "(0.0M)" hid its size: the short form keeps 3 digits."""
+    from moepot import build_model
+    from moepot.models.registry import save_pretrained
+
+    model = build_model("dpot", img_size=16, patch_size=4, in_channels=1, out_channels=1, in_timesteps=4,
+                        embed_dim=16, depth=1, n_blocks=2, modes=3, out_layer_dim=8)  # fmt: skip
+    n = sum(p.numel() for p in model.parameters())
+    assert 1_000 <= n < 1_000_000
+    path = save_pretrained(model, tmp_path / "small.safetensors")
+    assert main(["info", str(path)]) == 0
+    line = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("total parameters"))
+    assert line.endswith(f"{n:,} ({n / 1000:.1f}k)")
+    assert main(["info", "moepot-ti"]) == 0  # millions keep the papers' one-decimal M (README table)
+    assert "(30.2M)" in capsys.readouterr().out

@@ -37,16 +37,26 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def short_count(n: int) -> str:
+    """A parameter count in the papers' style: ``30.2M``, ``1.02B``; below a million ``47.2k``
+    (``0.0M`` would hide a small model's size), below a thousand the number itself."""
+    if n >= 1e9:
+        return f"{n / 1e9:.2f}B"
+    if n >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f}k"
+    return str(n)
+
+
 def format_info(info: dict) -> str:
     """Human-readable summary of :func:`moepot.models.registry.describe` output."""
     cfg = info["config"]
     lines = [f"model: {info['name']} ({info['family']})"]
     if "checkpoint" in info:
         lines.append(f"checkpoint: {info['checkpoint']}")
-    lines.append(f"total parameters:     {info['total_params']:>14,} ({info['total_params'] / 1e6:.1f}M)")
-    lines.append(
-        f"activated per sample: {info['activated_params']:>14,} ({info['activated_params'] / 1e6:.1f}M)"
-    )
+    lines.append(f"total parameters:     {info['total_params']:>14,} ({short_count(info['total_params'])})")
+    lines.append(f"activated per sample: {info['activated_params']:>14,} ({short_count(info['activated_params'])})")
     lines.append("config:")
     lines.extend(f"  {key:<20} {value}" for key, value in cfg.items())
     return "\n".join(lines)
