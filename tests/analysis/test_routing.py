@@ -296,6 +296,30 @@ def test_collect_routing_accepts_a_loader_and_rejects_dense_models():
         collect_routing(torch.nn.Linear(2, 2), loader, progress=False)
 
 
+def test_collect_routing_weighs_at_the_inference_temperature_like_evaluation():
+    """A model fresh from training has a temperature above 0.5 (here the starting one): the
+    recorded weights are those of a forward at 0.5, as evaluate_model runs it, and the model's
+    own temperature is left as it was."""
+    import moepot
+
+    torch.manual_seed(0)
+    model = moepot.build_model("moepot", img_size=16, patch_size=4, in_channels=1, out_channels=1, in_timesteps=4,
+                               embed_dim=16, depth=2, n_blocks=2, modes=4, out_layer_dim=8, n_cls=2)  # fmt: skip
+    model.eval()
+    for layer in model.moe_layers():
+        layer.temperature.fill_(2.0)
+    x = torch.randn(6, 16, 16, 4, 1)
+    record = collect_routing(model, [(x, torch.zeros(6, dtype=torch.long))], names=["a"], progress=False)
+    assert all(float(layer.temperature) == 2.0 for layer in model.moe_layers())
+
+    with torch.no_grad():  # the reference: the same forward with the buffers set to 0.5 by hand
+        for layer in model.moe_layers():
+            layer.temperature.fill_(0.5)
+        model(x)
+    expected = torch.stack([layer.last_topk_weights for layer in model.moe_layers()], dim=1).numpy()
+    np.testing.assert_allclose(record.weights, expected, rtol=1e-6)
+
+
 def test_collect_test_routing_reads_data_for_a_rectangular_model(tmp_path):
     """A model on a 16 x 8 grid: the samples are read at res X = 16 and resized to (16, 8), as in
     evaluation; routing a model of its own grid needs no --res."""

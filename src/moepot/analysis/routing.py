@@ -20,6 +20,7 @@ Everything except :func:`collect_routing` is pure numpy on the record.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -121,7 +122,8 @@ def collect_routing(
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> RoutingRecord:
-    """Run ``model`` (in eval mode) over ``data`` and record every MoE layer's top-k choice.
+    """Run ``model`` (in eval mode, at the inference temperature 0.5 as ``evaluate_model`` does;
+    its own temperature restored after) over ``data`` and record every MoE layer's top-k choice.
 
     Args:
         model: a model with ``moe_layers()`` (docs/interfaces.md); dense models are rejected.
@@ -152,14 +154,18 @@ def collect_routing(
 
     was_training = model.training
     model.eval()
+    # the inference temperature 0.5, as evaluate_model (a model fresh from training has not
+    # reached it: its weights would be softer than the ones its evaluation used); restored after
+    inference_temperature = getattr(model, "inference_temperature", contextlib.nullcontext)
     labels, indices, weights = [], [], []
     try:
-        for batch in tqdm(data, desc="routing", unit="batch", disable=not progress, leave=False):
-            x, dataset_index = _batch_inputs(batch)
-            model(x.to(device))
-            labels.append(dataset_index.reshape(-1).cpu().long())
-            indices.append(torch.stack([layer.last_topk_indices.cpu() for layer in layers], dim=1))
-            weights.append(torch.stack([layer.last_topk_weights.cpu() for layer in layers], dim=1))
+        with inference_temperature():
+            for batch in tqdm(data, desc="routing", unit="batch", disable=not progress, leave=False):
+                x, dataset_index = _batch_inputs(batch)
+                model(x.to(device))
+                labels.append(dataset_index.reshape(-1).cpu().long())
+                indices.append(torch.stack([layer.last_topk_indices.cpu() for layer in layers], dim=1))
+                weights.append(torch.stack([layer.last_topk_weights.cpu() for layer in layers], dim=1))
     finally:
         model.train(was_training)
     if not labels:
