@@ -451,6 +451,19 @@ def test_a_key_given_twice_is_an_error_at_its_second_line(tmp_path, text, line):
     assert "\n" not in str(info.value)
 
 
+def test_a_bad_value_from_set_is_named_as_set_not_as_the_files(tmp_path):
+    """The file says lr: 0.001; the bad value came from the command line, and the message
+    must send the user there rather than into a file that does not hold it."""
+    path = write(tmp_path, "lr: 0.001\nbatch_size: 4\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["lr=fast"])
+    assert "--set lr='fast'" in str(info.value) and "key 'lr'" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"unknown key 'lrr' \(from --set\); did you mean 'lr'"):
+        load_config(path, ["lrr=1"])
+    with pytest.raises(ConfigError, match=r"key 'batch_size' = 'many'"):  # the file's own value: as before
+        load_config(write(tmp_path, "batch_size: many\n"), ["lr=0.1"])
+
+
 def test_shipped_presets_are_package_data_and_load_by_name():
     names = set(list_presets())
     expected = {

@@ -382,8 +382,11 @@ class TrainConfig(BaseModel):
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], source: str = "config") -> TrainConfig:
-        """Validate one flat mapping (no ``tasks:`` block); errors name ``source`` and the key.
+    def from_dict(
+        cls, raw: Mapping[str, Any], source: str = "config", *, set_keys: Iterable[str] = ()
+    ) -> TrainConfig:
+        """Validate one flat mapping (no ``tasks:`` block); errors name ``source`` and the key
+        (as ``--set KEY`` for the keys in ``set_keys``, whose values came from the command line).
 
         Raises:
             ConfigError: unknown key (with the closest valid key), wrong type or range.
@@ -400,7 +403,7 @@ class TrainConfig(BaseModel):
         try:
             return cls.model_validate(dict(raw))
         except ValidationError as exc:
-            raise ConfigError(_describe_validation_error(exc, source)) from None
+            raise ConfigError(_describe_validation_error(exc, source, frozenset(set_keys))) from None
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """Plain YAML/JSON types; ``TrainConfig.from_dict(cfg.to_yaml_dict()) == cfg``."""
@@ -481,20 +484,25 @@ _NUMERIC_FIELDS = frozenset(
 # ---------------------------------------------------------------------- error messages
 
 
-def _describe_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem: which key, which value, what is allowed."""
+def _describe_validation_error(exc: ValidationError, source: str, set_keys: frozenset[str] = frozenset()) -> str:
+    """One line per problem: which key (``--set key`` when the value came from there), which
+    value, what is allowed."""
     lines = []
     for error in exc.errors(include_url=False):
         loc = error.get("loc", ())
         key = ".".join(str(part) if isinstance(part, str) else f"[{part}]" for part in loc).replace(".[", "[")
         message = str(error.get("msg", "")).removeprefix("Value error, ")
         if error.get("type") == "extra_forbidden":
-            lines.append(f"unknown key {key!r}{_suggest(str(loc[0]))}")
+            where = " (from --set)" if loc and loc[0] in set_keys else ""
+            lines.append(f"unknown key {key!r}{where}{_suggest(str(loc[0]))}")
         elif not key:  # a check across keys: its message names them
             lines.append(message)
         else:
             value = error.get("input")
-            lines.append(f"key {key!r} = {_short(value)}: {message}")
+            if loc and loc[0] in set_keys:
+                lines.append(f"--set {key}={_short(value)}: {message}")
+            else:
+                lines.append(f"key {key!r} = {_short(value)}: {message}")
     return f"{source}: " + "; ".join(lines)
 
 
@@ -623,5 +631,5 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> list[TrainCo
     for i, task in enumerate(tasks):
         source = str(file) if len(tasks) == 1 else f"{file} (task {i + 1} of {len(tasks)})"
         merged = {key: value for key, value in {**task, **extra}.items() if key not in IGNORED_ORIGINAL_KEYS}
-        configs.append(TrainConfig.from_dict(merged, source=source))
+        configs.append(TrainConfig.from_dict(merged, source=source, set_keys=extra))
     return configs
