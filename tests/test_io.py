@@ -42,3 +42,14 @@ def test_a_file_where_a_folder_is_needed_is_named(tmp_path, depth):
     with pytest.raises(OutputError, match="is a file, not a directory"):
         make_dirs(target.parent)
     assert blocker.read_text() == "x"
+
+
+def test_check_directory_possible_creates_nothing(tmp_path):
+    from moepot.io import check_directory_possible
+
+    assert check_directory_possible(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "f").write_text("x")
+    for target in (tmp_path / "f", tmp_path / "f" / "g" / "h"):
+        with pytest.raises(OutputError, match=f"{tmp_path / 'f'} is a file, not a directory"):
+            check_directory_possible(target)

@@ -62,6 +62,18 @@ def make_dirs(directory: str | os.PathLike) -> Path:
     return directory
 
 
+def check_directory_possible(directory: str | os.PathLike) -> Path:
+    """Raise an ``OutputError`` if ``directory`` cannot exist because a file is in the way (it or
+    its nearest existing ancestor is a file); create nothing."""
+    directory = Path(directory)
+    for candidate in (directory, *directory.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise OutputError(directory, f"{candidate} is a file, not a directory")
+            break
+    return directory
+
+
 def why_unwritable(directory: Path, exc: OSError) -> str:
     """Why nothing can be written in ``directory``: the file in the way, else ``exc``'s reason."""
     for candidate in (directory, *directory.parents):

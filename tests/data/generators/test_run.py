@@ -205,3 +205,14 @@ def test_every_spec_pickles_into_the_worker_processes():
 
     for name, spec in all_generators().items():
         assert pickle.loads(pickle.dumps(spec)).name == name
+
+
+def test_a_data_root_under_a_file_is_one_line_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "catalog.yaml"
+    blocker.write_text("x")
+    code = main(["data", "generate", "swe_pdb", "--n-train", "1", "--n-test", "1", "--size", "16",
+                 "--data-root", str(blocker / "data"), "--no-progress"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{blocker} is a file, not a directory" in err and "Traceback" not in err
+    assert blocker.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["catalog.yaml"]

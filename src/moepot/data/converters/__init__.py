@@ -56,8 +56,9 @@ def output_target(
 ) -> OutputTarget:
     """Resolve the output locations of catalogue entry ``name`` under ``data_root``."""
     from moepot.data.catalog import load_catalog, resolve_data_root
+    from moepot.io import check_directory_possible
 
-    root = resolve_data_root(data_root)
+    root = check_directory_possible(resolve_data_root(data_root))
     entry = load_catalog(catalog_file=catalog_file, data_root=root)[name]
     return OutputTarget(
         name=name,

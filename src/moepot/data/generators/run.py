@@ -42,7 +42,7 @@ from moepot.data.catalog import (
 )
 from moepot.data.generators import GenerateRequest, GeneratorSpec, all_generators
 from moepot.errors import ConfigError, DataError
-from moepot.io import atomic_path
+from moepot.io import atomic_path, check_directory_possible
 
 logger = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ def generate(
     """
     wanted = resolve_names(names, suite)
     specs = all_generators()
-    root = resolve_data_root(data_root)
+    root = check_directory_possible(resolve_data_root(data_root))
     requests = {
         name: build_request(
             specs[name],
