@@ -53,18 +53,12 @@ NO_TIME_CAP_S = 1e7  # the step budget alone ends a run
 
 def data_root() -> Path:
     """Where the generated quick suite is cached (``$MOEPOT_BENCH_DATA`` or a fixed temp folder)."""
-    return Path(
-        os.environ.get("MOEPOT_BENCH_DATA", Path(tempfile.gettempdir()) / "moepot-bench-accuracy-data")
-    )
+    return Path(os.environ.get("MOEPOT_BENCH_DATA", Path(tempfile.gettempdir()) / "moepot-bench-accuracy-data"))
 
 
 def _spread(values: list[float]) -> dict[str, float]:
-    return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "min": min(values),
-        "max": max(values),
-    }
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values)}
 
 
 def run(quick: bool) -> dict:
@@ -83,43 +77,24 @@ def run(quick: bool) -> dict:
     train_seconds: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="moepot-bench-accuracy-") as tmp:
         for seed in plan["seeds"]:
-            options = QuickstartOptions(
-                out=Path(tmp),
-                data_root=root,
-                seed=seed,
-                n_test=plan["n_test"],
-                max_steps=plan["steps"],
-                progress=False,
-            )
+            options = QuickstartOptions(out=Path(tmp), data_root=root, seed=seed, n_test=plan["n_test"],
+                                        max_steps=plan["steps"], progress=False)
             sizes = resolve_sizes(options)
             moe_config = base_config(options, sizes, names, n_channels, family="moepot", mlp_ratio=1.0)
-            dense_config = base_config(
-                options, sizes, names, n_channels, family="dpot", mlp_ratio=matched_mlp_ratio(moe_config)
-            )
+            dense_config = base_config(options, sizes, names, n_channels, family="dpot",
+                                       mlp_ratio=matched_mlp_ratio(moe_config))
             results: dict[str, dict[str, dict[str, float]]] = {}
             for label, config in (("MoE-POT", moe_config), ("DPOT", dense_config)):
                 model_run = describe_run(label, config)
                 logger.info("accuracy: seed %d, %s, %d steps", seed, label, plan["steps"])
-                train_run(
-                    model_run,
-                    config,
-                    plan["steps"],
-                    Path(tmp) / f"seed{seed}" / model_run.family,
-                    options,
-                    catalog,
-                    cap_s=NO_TIME_CAP_S,
-                )
+                train_run(model_run, config, plan["steps"], Path(tmp) / f"seed{seed}" / model_run.family,
+                          options, catalog, cap_s=NO_TIME_CAP_S)
                 if model_run.steps != plan["steps"]:
                     raise RuntimeError(f"{label} seed {seed} ran {model_run.steps} of {plan['steps']} steps")
-                results[label] = {
-                    name: {m: float(model_run.metrics[name][m]) for m in METRICS} for name in names
-                }
-                models[label] = {
-                    "family": model_run.family,
-                    "total_params": model_run.total_params,
-                    "activated_params": model_run.activated_params,
-                    "mlp_ratio": round(model_run.mlp_ratio, 4),
-                }
+                results[label] = {name: {m: float(model_run.metrics[name][m]) for m in METRICS} for name in names}
+                models[label] = {"family": model_run.family, "total_params": model_run.total_params,
+                                 "activated_params": model_run.activated_params,
+                                 "mlp_ratio": round(model_run.mlp_ratio, 4)}
                 train_seconds.setdefault(label, []).append(round(model_run.train_seconds, 1))
             per_seed.append(results)
 
@@ -127,83 +102,49 @@ def run(quick: bool) -> dict:
     for name in names:
         table[name] = {}
         for metric in METRICS:
-            table[name][metric] = {
-                label: _spread([seed_result[label][name][metric] for seed_result in per_seed])
-                for label in models
-            }
+            table[name][metric] = {label: _spread([seed_result[label][name][metric] for seed_result in per_seed])
+                                   for label in models}
             moe, dense = table[name][metric]["MoE-POT"]["mean"], table[name][metric]["DPOT"]["mean"]
             table[name][metric]["moe_vs_dpot"] = (moe - dense) / dense
     summary = {}
     for metric in METRICS:
-        by_seed = [
-            {label: statistics.fmean(r[label][n][metric] for n in names) for label in models}
-            for r in per_seed
-        ]
+        by_seed = [{label: statistics.fmean(r[label][n][metric] for n in names) for label in models} for r in per_seed]
         summary[metric] = {
             "mean_over_datasets": {label: _spread([s[label] for s in by_seed]) for label in models},
             "datasets_where_moe_is_lower": sum(table[n][metric]["moe_vs_dpot"] < 0 for n in names),
             "seeds_where_moe_is_lower": sum(s["MoE-POT"] < s["DPOT"] for s in by_seed),
         }
-    return {
-        "quick": quick,
-        "seeds": list(plan["seeds"]),
-        "steps": plan["steps"],
-        "n_test": plan["n_test"],
-        "data_root": str(root),
-        "data_seed": DATA_SEED,
-        "generate_seconds": round(generate_s, 1),
-        "sizes": sizes,
-        "models": models,
-        "train_seconds": train_seconds,
-        "datasets": names,
-        "per_dataset": table,
-        "summary": summary,
-        "per_seed": per_seed,
-    }
+    return {"quick": quick, "seeds": list(plan["seeds"]), "steps": plan["steps"], "n_test": plan["n_test"],
+            "data_root": str(root), "data_seed": DATA_SEED, "generate_seconds": round(generate_s, 1),
+            "sizes": sizes, "models": models, "train_seconds": train_seconds, "datasets": names,
+            "per_dataset": table, "summary": summary, "per_seed": per_seed}
 
 
 def markdown(results: dict) -> str:
     """Per-dataset mean +- std over seeds of both models and the relative difference, plus the summary."""
     sizes, models = results["sizes"], results["models"]
-    lines = [
-        f"{len(results['seeds'])} seed(s) {results['seeds']}, {results['steps']} optimizer steps each, "
-        f"batch {sizes['batch_size']}, res {sizes['res']}, width {sizes['width']}, depth {sizes['depth']}, "
-        f"patch {sizes['patch_size']}; zero-shot test error on {results['n_test']} test trajectories "
-        f"per dataset. Train seconds per run: {results['train_seconds']}.",
-        "",
-        "| model | total params | activated params | mlp_ratio |",
-        "|---|---|---|---|",
-    ]
+    lines = [f"{len(results['seeds'])} seed(s) {results['seeds']}, {results['steps']} optimizer steps each, "
+             f"batch {sizes['batch_size']}, res {sizes['res']}, width {sizes['width']}, depth {sizes['depth']}, "
+             f"patch {sizes['patch_size']}; zero-shot test error on {results['n_test']} test trajectories "
+             f"per dataset. Train seconds per run: {results['train_seconds']}.", "",
+             "| model | total params | activated params | mlp_ratio |", "|---|---|---|---|"]
     for label, info in models.items():
-        lines.append(
-            f"| {label} | {info['total_params']:,} | {info['activated_params']:,} | {info['mlp_ratio']} |"
-        )
+        lines.append(f"| {label} | {info['total_params']:,} | {info['activated_params']:,} | {info['mlp_ratio']} |")
     for metric in METRICS:
-        lines += [
-            "",
-            f"`{metric}` (mean +- std over seeds; lower is better):",
-            "",
-            "| dataset | MoE-POT | DPOT | MoE-POT vs DPOT |",
-            "|---|---|---|---|",
-        ]
+        lines += ["", f"`{metric}` (mean +- std over seeds; lower is better):", "",
+                  "| dataset | MoE-POT | DPOT | MoE-POT vs DPOT |", "|---|---|---|---|"]
         for name in results["datasets"]:
             cell = results["per_dataset"][name][metric]
-            lines.append(
-                f"| {name} | {cell['MoE-POT']['mean']:.4f} +- {cell['MoE-POT']['std']:.4f} | "
-                f"{cell['DPOT']['mean']:.4f} +- {cell['DPOT']['std']:.4f} | {cell['moe_vs_dpot']:+.1%} |"
-            )
+            lines.append(f"| {name} | {cell['MoE-POT']['mean']:.4f} +- {cell['MoE-POT']['std']:.4f} | "
+                         f"{cell['DPOT']['mean']:.4f} +- {cell['DPOT']['std']:.4f} | {cell['moe_vs_dpot']:+.1%} |")
         summary = results["summary"][metric]
         means = summary["mean_over_datasets"]
-        lines.append(
-            f"| **mean of datasets** | {means['MoE-POT']['mean']:.4f} +- {means['MoE-POT']['std']:.4f} | "
-            f"{means['DPOT']['mean']:.4f} +- {means['DPOT']['std']:.4f} | "
-            f"{(means['MoE-POT']['mean'] - means['DPOT']['mean']) / means['DPOT']['mean']:+.1%} |"
-        )
-        lines.append(
-            f"\nMoE-POT lower on {summary['datasets_where_moe_is_lower']} of {len(results['datasets'])} "
-            f"datasets and in {summary['seeds_where_moe_is_lower']} of {len(results['seeds'])} seeds "
-            "(mean over datasets)."
-        )
+        lines.append(f"| **mean of datasets** | {means['MoE-POT']['mean']:.4f} +- {means['MoE-POT']['std']:.4f} | "
+                     f"{means['DPOT']['mean']:.4f} +- {means['DPOT']['std']:.4f} | "
+                     f"{(means['MoE-POT']['mean'] - means['DPOT']['mean']) / means['DPOT']['mean']:+.1%} |")
+        lines.append(f"\nMoE-POT lower on {summary['datasets_where_moe_is_lower']} of {len(results['datasets'])} "
+                     f"datasets and in {summary['seeds_where_moe_is_lower']} of {len(results['seeds'])} seeds "
+                     "(mean over datasets).")
     return "\n".join(lines)
 
 

@@ -98,16 +98,9 @@ def write_sets(data_root: Path, n_samples: int, many_files: bool, seed: int = 0)
             write_single(path, trajectories)
         steps = shape[2]
         entries[name] = {
-            "train_path": relative,
-            "test_path": relative,
-            "train_size": n_samples,
-            "test_size": n_samples,
-            "scatter": scatter,
-            "t_in": T_IN,
-            "t_test": steps - T_IN,
-            "t_total": steps,
-            "in_size": list(shape[:2]),
-            "n_channels": shape[3] if len(shape) == 4 else 1,
+            "train_path": relative, "test_path": relative, "train_size": n_samples, "test_size": n_samples,
+            "scatter": scatter, "t_in": T_IN, "t_test": steps - T_IN, "t_total": steps,
+            "in_size": list(shape[:2]), "n_channels": shape[3] if len(shape) == 4 else 1,
         }
     record_entries(data_root, entries)
     return load_catalog(data_root=data_root)
@@ -120,9 +113,8 @@ class OriginalStyleDataset(Dataset):
     ``(x [res, res, t_in, C], y [res, res, t_ar, C], mask [res, res, 1, C], dataset [1])``.
     """
 
-    def __init__(
-        self, names: Sequence[str], catalog: Catalog, *, res: int = RES, t_in: int = T_IN, t_ar: int = T_AR
-    ):
+    def __init__(self, names: Sequence[str], catalog: Catalog, *, res: int = RES, t_in: int = T_IN,
+                 t_ar: int = T_AR):
         self.entries: list[DatasetEntry] = [catalog[name] for name in names]
         self.paths = [entry.path("train", catalog.data_root) for entry in self.entries]
         self.offsets = np.cumsum([0] + [entry.train_size for entry in self.entries])
@@ -157,8 +149,8 @@ class OriginalStyleDataset(Dataset):
             sample = sample.unsqueeze(-1)
         sample = self._pad_data(sample)
         start = np.random.randint(max(sample.shape[-2] - (self.t_in + self.t_ar) + 1, 1))
-        x = sample[..., start : start + self.t_in, :]
-        y = sample[..., start + self.t_in : start + self.t_in + self.t_ar, :]
+        x = sample[..., start:start + self.t_in, :]
+        y = sample[..., start + self.t_in:start + self.t_in + self.t_ar, :]
         mask = torch.ones(*x.shape[:2], 1, x.shape[-1])
         return x, y, mask, torch.LongTensor([dataset])
 
@@ -169,12 +161,8 @@ class PrebuiltItems(Dataset):
 
     def __init__(self, length: int, n_channels: int):
         self.length = length
-        self.item = (
-            torch.zeros(RES, RES, T_IN, n_channels),
-            torch.zeros(RES, RES, T_AR, n_channels),
-            torch.zeros(RES, RES, 1, n_channels),
-            torch.tensor(0),
-        )
+        self.item = (torch.zeros(RES, RES, T_IN, n_channels), torch.zeros(RES, RES, T_AR, n_channels),
+                     torch.zeros(RES, RES, 1, n_channels), torch.tensor(0))
 
     def __len__(self) -> int:
         return self.length
@@ -188,15 +176,8 @@ class PrebuiltItems(Dataset):
 
 
 def _loader(dataset: Dataset, workers: int, epoch: int, persistent: bool) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_size=BATCH,
-        shuffle=True,
-        num_workers=workers,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(epoch),
-        persistent_workers=persistent and workers > 0,
-    )
+    return DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers, drop_last=True,
+                      generator=torch.Generator().manual_seed(epoch), persistent_workers=persistent and workers > 0)
 
 
 def _epoch_rate(loader: DataLoader, epoch: int) -> float:
@@ -226,10 +207,8 @@ def measure_storage(names: Sequence[str], catalog: Catalog, workers: int, repeat
     original = OriginalStyleDataset(names, catalog)
     assert len(ours) == len(original)
     ceiling = PrebuiltItems(len(ours), ours.n_channels)
-    loaders = {
-        "ours": _loader(ours, workers, 0, persistent=True),
-        "ceiling": _loader(ceiling, workers, 0, persistent=True),
-    }
+    loaders = {"ours": _loader(ours, workers, 0, persistent=True),
+               "ceiling": _loader(ceiling, workers, 0, persistent=True)}
 
     def loader(side: str, epoch: int) -> DataLoader:
         return loaders[side] if side in loaders else _loader(original, workers, epoch, persistent=False)
@@ -244,17 +223,11 @@ def measure_storage(names: Sequence[str], catalog: Catalog, workers: int, repeat
     loaders.clear()  # shuts the persistent workers down
     ours.close()
     median = {side: statistics.median(values) for side, values in rates.items()}
-    return {
-        "sets": list(names),
-        "workers": workers,
-        "samples_per_epoch": len(ours),
-        "ours_samples_per_s": round(median["ours"], 1),
-        "original_samples_per_s": round(median["original"], 1),
-        "ceiling_samples_per_s": round(median["ceiling"], 1),
-        "ratio": round(median["ours"] / median["original"], 2),
-        "ceiling_ratio": round(median["ceiling"] / median["original"], 2),
-        "epochs_each": repeats,
-    }
+    return {"sets": list(names), "workers": workers, "samples_per_epoch": len(ours),
+            "ours_samples_per_s": round(median["ours"], 1), "original_samples_per_s": round(median["original"], 1),
+            "ceiling_samples_per_s": round(median["ceiling"], 1),
+            "ratio": round(median["ours"] / median["original"], 2),
+            "ceiling_ratio": round(median["ceiling"] / median["original"], 2), "epochs_each": repeats}
 
 
 def _median_ms(fn: Callable[[int], object], n: int, rounds: int) -> float:
@@ -286,7 +259,8 @@ def stage_breakdown(name: str, catalog: Catalog, rounds: int) -> dict:
     pick = (lambda i: data[i]) if entry.scatter else (lambda i: data[0])
     whole = [np.asarray(pick(i)[select(i)]) for i in range(n)]
     original = OriginalStyleDataset([name], catalog)
-    ours = MixtureDataset([name], split="train", res=RES, t_in=T_IN, t_ar=T_AR, catalog=catalog, n_channels=4)
+    ours = MixtureDataset([name], split="train", res=RES, t_in=T_IN, t_ar=T_AR, catalog=catalog,
+                          n_channels=4)
     original.n_channels = 4
     stages = {
         "h5py open + close": _median_ms(open_close, n, rounds),
@@ -294,37 +268,18 @@ def stage_breakdown(name: str, catalog: Catalog, rounds: int) -> dict:
         "read window only (open handle)": _median_ms(lambda i: pick(i)[select(i) + window], n, rounds),
         "finite check, whole trajectory": _median_ms(lambda i: np.isfinite(whole[i]).all(), n, rounds),
         "original transforms (resize + pad every frame)": _median_ms(
-            lambda i: original._pad_data(torch.from_numpy(whole[i]).reshape(*whole[i].shape[:3], -1)),
-            n,
-            rounds,
-        ),
+            lambda i: original._pad_data(torch.from_numpy(whole[i]).reshape(*whole[i].shape[:3], -1)), n, rounds),
         "our transforms (window: resize + pad)": _median_ms(
-            lambda i: pad_channels(
-                resize_bilinear(
-                    torch.from_numpy(
-                        np.ascontiguousarray(
-                            whole[i].reshape(*whole[i].shape[:3], -1)[:, :, 5 : 5 + T_IN + T_AR]
-                        )
-                    ),
-                    RES,
-                ),
-                4,
-            ),
-            n,
-            rounds,
-        ),
+            lambda i: pad_channels(resize_bilinear(torch.from_numpy(
+                np.ascontiguousarray(whole[i].reshape(*whole[i].shape[:3], -1)[:, :, 5:5 + T_IN + T_AR])), RES), 4), n, rounds),
         "original item (all stages)": _median_ms(lambda i: original[i], n, rounds),
         "our item (all stages, handles open)": _median_ms(lambda i: ours[i], n, rounds),
     }
     for handle in handles:
         handle.close()
     ours.close()
-    return {
-        "set": name,
-        "shape": list(SETS[name][0]),
-        "storage": "scatter" if entry.scatter else "single",
-        "ms_per_item": stages,
-    }
+    return {"set": name, "shape": list(SETS[name][0]), "storage": "scatter" if entry.scatter else "single",
+            "ms_per_item": stages}
 
 
 def run(quick: bool) -> dict:
@@ -341,16 +296,9 @@ def _measure(quick: bool) -> dict:
     n_samples = 24 if quick else 64
     repeats = 3 if quick else 7
     storages = ("mixture",) if quick else tuple(STORAGES)
-    results: dict = {
-        "res": RES,
-        "t_in": T_IN,
-        "t_ar": T_AR,
-        "batch": BATCH,
-        "n_samples_per_set": n_samples,
-        "sets": {name: {"shape": list(shape), "scatter": scatter} for name, (shape, scatter) in SETS.items()},
-        "rows": [],
-        "stages": [],
-    }
+    results: dict = {"res": RES, "t_in": T_IN, "t_ar": T_AR, "batch": BATCH, "n_samples_per_set": n_samples,
+                     "sets": {name: {"shape": list(shape), "scatter": scatter} for name, (shape, scatter) in SETS.items()},
+                     "rows": [], "stages": []}
     with tempfile.TemporaryDirectory(prefix="moepot-bench-data-") as tmp:
         catalog = write_sets(Path(tmp), n_samples, many_files=not quick)
         for storage in storages:
@@ -368,47 +316,30 @@ def _measure(quick: bool) -> dict:
 
 def markdown(results: dict) -> str:
     """The throughput table, the stage breakdown and the verdict."""
-    lines = [
-        f"Training items at res {results['res']}, t_in {results['t_in']}, t_ar {results['t_ar']}, batch "
-        f"{results['batch']}, {results['n_samples_per_set']} trajectories per set; one shuffled epoch per "
-        "timing, the two loaders alternating; medians. Ours: one DataLoader for all epochs (workers "
-        "persist, as in our training loop); original: workers restarted every epoch, as in its loop.",
-        "",
-        "| storage | sets | workers | ours (samples/s) | original, open per sample (samples/s) | ratio "
-        "| DataLoader ceiling, no I/O (samples/s) | ceiling / original |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    lines = [f"Training items at res {results['res']}, t_in {results['t_in']}, t_ar {results['t_ar']}, batch "
+             f"{results['batch']}, {results['n_samples_per_set']} trajectories per set; one shuffled epoch per "
+             "timing, the two loaders alternating; medians. Ours: one DataLoader for all epochs (workers "
+             "persist, as in our training loop); original: workers restarted every epoch, as in its loop.", "",
+             "| storage | sets | workers | ours (samples/s) | original, open per sample (samples/s) | ratio "
+             "| DataLoader ceiling, no I/O (samples/s) | ceiling / original |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in results["rows"]:
-        lines.append(
-            f"| {row['storage']} | {', '.join(row['sets'])} | {row['workers']} | "
-            f"{row['ours_samples_per_s']} | {row['original_samples_per_s']} | **{row['ratio']}x** | "
-            f"{row['ceiling_samples_per_s']} | {row['ceiling_ratio']}x |"
-        )
-    lines += [
-        "",
-        "The ceiling is a dataset that returns one prebuilt item: what the DataLoader itself "
-        "(collation, and with workers the transfer between processes) allows; ceiling / original "
-        "bounds the ratio any loader could reach in that row.",
-    ]
+        lines.append(f"| {row['storage']} | {', '.join(row['sets'])} | {row['workers']} | "
+                     f"{row['ours_samples_per_s']} | {row['original_samples_per_s']} | **{row['ratio']}x** | "
+                     f"{row['ceiling_samples_per_s']} | {row['ceiling_ratio']}x |")
+    lines += ["", "The ceiling is a dataset that returns one prebuilt item: what the DataLoader itself "
+              "(collation, and with workers the transfer between processes) allows; ceiling / original "
+              "bounds the ratio any loader could reach in that row."]
     names = [stage["set"] for stage in results["stages"]]
     if names:
-        lines += [
-            "",
-            "Where one item's time goes (ms per item, 0 workers, page cache warm):",
-            "",
-            "| stage | " + " | ".join(f"{n} {results['sets'][n]['shape']}" for n in names) + " |",
-            "|---|" + "---|" * len(names),
-        ]
+        lines += ["", "Where one item's time goes (ms per item, 0 workers, page cache warm):", "",
+                  "| stage | " + " | ".join(f"{n} {results['sets'][n]['shape']}" for n in names) + " |",
+                  "|---|" + "---|" * len(names)]
         for stage in results["stages"][0]["ms_per_item"]:
-            lines.append(
-                f"| {stage} | " + " | ".join(str(s["ms_per_item"][stage]) for s in results["stages"]) + " |"
-            )
+            lines.append(f"| {stage} | " + " | ".join(str(s["ms_per_item"][stage]) for s in results["stages"]) + " |")
     verdict = "met" if results["target_met"] else "missed"
-    lines += [
-        "",
-        f"`data_throughput_ratio` = **{results['data_throughput_ratio']}x** (three-set mixture, lower "
-        f"of 0 and 2 workers); target >= {results['target']}x: **{verdict}**.",
-    ]
+    lines += ["", f"`data_throughput_ratio` = **{results['data_throughput_ratio']}x** (three-set mixture, lower "
+              f"of 0 and 2 workers); target >= {results['target']}x: **{verdict}**."]
     return "\n".join(lines)
 
 

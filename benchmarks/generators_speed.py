@@ -87,20 +87,14 @@ def markdown(results: dict) -> str:
             f"{row['quick_trajectories']} | {row['quick_simulations']} | {row['projected_quick_s']:.1f} |"
         )
     lines.append("")
-    lines.append(
-        "A simulation is one trajectory, except for cfdbench, which simulates whole cases (3 problems x "
-        "cases) and cuts them into 20-frame trajectories."
-    )
+    lines.append("A simulation is one trajectory, except for cfdbench, which simulates whole cases (3 problems x "
+                 "cases) and cuts them into 20-frame trajectories.")
     lines.append("")
-    lines.append(
-        f"Quick suite, projected from the rows above: {results['suite_projected_s']:.1f} s "
-        f"(target <= {SUITE_TARGET_S:.0f} s)."
-    )
+    lines.append(f"Quick suite, projected from the rows above: {results['suite_projected_s']:.1f} s "
+                 f"(target <= {SUITE_TARGET_S:.0f} s).")
     if "suite_wall_s" in results:
-        lines.append(
-            f"Quick suite, measured end to end (generate + convert + catalogue): "
-            f"{results['suite_wall_s']:.1f} s."
-        )
+        lines.append(f"Quick suite, measured end to end (generate + convert + catalogue): "
+                     f"{results['suite_wall_s']:.1f} s.")
     return "\n".join(lines)
 
 

@@ -174,9 +174,7 @@ def grouped_check(dim: int, batch: int, grid: int, device: str) -> dict:
 
     return {
         "layer": f"D=Hm={dim}, batch {batch}, {grid}x{grid} latent",
-        "same_routing": bool(
-            torch.equal(layers["grouped"].last_topk_indices, layers["sparse"].last_topk_indices)
-        ),
+        "same_routing": bool(torch.equal(layers["grouped"].last_topk_indices, layers["sparse"].last_topk_indices)),
         "out_rel_diff": round(rel(outs["grouped"], outs["sparse"]), 5),
         "expert_grad_rel_diff": round(rel(grads["grouped"], grads["sparse"]), 5),
         "unchosen_experts": len(unchosen),
@@ -184,20 +182,9 @@ def grouped_check(dim: int, batch: int, grid: int, device: str) -> dict:
     }
 
 
-def measure_preset(
-    preset: str,
-    mode: str,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    res: int,
-    device: str,
-    peak: float,
-    rounds: int,
-    steps_per_round: int,
-    failures: list[str],
-    profiles: dict[str, str] | None = None,
-    profile_dispatches: tuple[str, ...] = (),
-) -> list[dict]:
+def measure_preset(preset: str, mode: str, x: torch.Tensor, y: torch.Tensor, res: int, device: str,
+                 peak: float, rounds: int, steps_per_round: int, failures: list[str],
+                 profiles: dict[str, str] | None = None, profile_dispatches: tuple[str, ...] = ()) -> list[dict]:
     """The dispatches of ``preset`` (and in eager mode the original formulation) timed
     alternately; one result row each. A variant other than sparse that fails is appended to
     ``failures`` and left out. The variants in ``profile_dispatches`` are then profiled
@@ -257,17 +244,14 @@ def profile_variant(variant: Variant, x: torch.Tensor, y: torch.Tensor, steps: i
         wall = (time.perf_counter() - started) / steps
     kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
     busy = sum(e.self_device_time_total for e in kernels) / 1e6 / steps
-    table = prof.key_averages().table(
-        sort_by="self_device_time_total", row_limit=20, max_name_column_width=60
-    )
+    table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=20, max_name_column_width=60)
     return (f"## {variant.preset} {variant.dispatch} {variant.mode}, batch {x.shape[0]}: wall {wall * 1e3:.2f} "
             f"ms/step, GPU busy {busy * 1e3:.2f} ms/step ({100 * busy / wall:.0f}%), "
             f"{sum(e.count for e in kernels) / steps:.0f} kernels/step\n\n{table}\n")  # fmt: skip
 
 
-def profile_steps(
-    preset: str, dispatch: str, mode: str, x: torch.Tensor, y: torch.Tensor, res: int, steps: int = 5
-) -> str:
+def profile_steps(preset: str, dispatch: str, mode: str, x: torch.Tensor, y: torch.Tensor, res: int,
+                  steps: int = 5) -> str:
     """:func:`profile_variant` of a new variant, after 3 warm-up steps."""
     variant = Variant(preset, dispatch, mode, res, x.device.type)
     for _ in range(3):
@@ -275,17 +259,8 @@ def profile_steps(
     return profile_variant(variant, x, y, steps)
 
 
-def batch_scaling(
-    preset: str,
-    dispatch: str,
-    mode: str,
-    batches: tuple[int, ...],
-    res: int,
-    device: str,
-    peak: float,
-    flops_per_sample: float,
-    steps: int = 6,
-) -> list[dict]:
+def batch_scaling(preset: str, dispatch: str, mode: str, batches: tuple[int, ...], res: int, device: str,
+                  peak: float, flops_per_sample: float, steps: int = 6) -> list[dict]:
     """Step time and MFU of one variant at growing batch sizes (a model too small to fill the
     card at batch 20 shows here how far the GPU work itself is from the peak); FLOPs scale
     with the batch (every sample runs the same number of experts)."""
@@ -359,7 +334,8 @@ def run(
                                                   results.setdefault("profiles", {}), to_profile)  # fmt: skip
             except Exception as exc:  # a failure (compile, out of memory) costs this row, not the run
                 traceback.print_exc()
-                results.setdefault("failed", []).append(f"{preset} {mode}: {type(exc).__name__}: {exc}"[:300])
+                results.setdefault("failed", []).append(
+                    f"{preset} {mode}: {type(exc).__name__}: {exc}"[:300])
             if on_row is not None:
                 on_row(results)
             if device == "cuda":
@@ -372,9 +348,7 @@ def run(
             results.setdefault("skipped", []).append(f"batch scaling of {preset}")
         else:
             try:
-                results["batch_scaling"] = batch_scaling(
-                    preset, dispatch, mode, batches, res, device, peak, flops[0]
-                )
+                results["batch_scaling"] = batch_scaling(preset, dispatch, mode, batches, res, device, peak, flops[0])
             except Exception as exc:
                 traceback.print_exc()
                 results.setdefault("failed", []).append(f"batch scaling: {type(exc).__name__}: {exc}"[:300])
@@ -396,11 +370,7 @@ def markdown(results: dict) -> str:
         lines.append(f"| {r['model']} | {r['dispatch']} | {r['mode']} | {r['step_ms']} | {r['samples_per_s']} | "
                      f"{r['model_tflop_per_step']} | {r['mfu_percent']} | {r['sparse_over_this']} |")  # fmt: skip
     if results.get("batch_scaling"):
-        lines += [
-            "",
-            "| model | experts | mode | batch | step (ms) | samples/s | MFU % |",
-            "|---|---|---|---|---|---|---|",
-        ]
+        lines += ["", "| model | experts | mode | batch | step (ms) | samples/s | MFU % |", "|---|---|---|---|---|---|---|"]
         for r in results["batch_scaling"]:
             if "failed" in r:
                 lines.append(f"| | | | {r['batch']} | {r['failed']} | | |")

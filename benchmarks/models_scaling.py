@@ -51,17 +51,11 @@ def measure_point(res: int, batch: int, experts: int, repeats: int) -> dict:
     y = torch.randn(batch, res, res, 1, CHANNELS, generator=generator) * scale
     train_s = median_pair(train_step(sparse, x, y), train_step(dense, x, y), repeats)
     infer_s = median_pair(inference(sparse, x), inference(dense, x), repeats)
-    return {
-        "res": res,
-        "batch": batch,
-        "experts": experts,
-        "train_sparse_ms": round(train_s[0] * 1e3, 1),
-        "train_dense_ms": round(train_s[1] * 1e3, 1),
-        "train_ratio": round(train_s[0] / train_s[1], 3),
-        "inference_sparse_ms": round(infer_s[0] * 1e3, 1),
-        "inference_dense_ms": round(infer_s[1] * 1e3, 1),
-        "inference_ratio": round(infer_s[0] / infer_s[1], 3),
-    }
+    return {"res": res, "batch": batch, "experts": experts,
+            "train_sparse_ms": round(train_s[0] * 1e3, 1), "train_dense_ms": round(train_s[1] * 1e3, 1),
+            "train_ratio": round(train_s[0] / train_s[1], 3),
+            "inference_sparse_ms": round(infer_s[0] * 1e3, 1), "inference_dense_ms": round(infer_s[1] * 1e3, 1),
+            "inference_ratio": round(infer_s[0] / infer_s[1], 3)}
 
 
 def run(quick: bool) -> dict:
@@ -71,13 +65,8 @@ def run(quick: bool) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     measured: dict[tuple[int, int, int], dict] = {}
-    results: dict = {
-        "base": base,
-        "grid": {k: list(v) for k, v in grid.items()},
-        "repeats": repeats,
-        "threads": 2,
-        "axes": {},
-    }
+    results: dict = {"base": base, "grid": {k: list(v) for k, v in grid.items()}, "repeats": repeats,
+                     "threads": 2, "axes": {}}
     try:
         for axis, values in grid.items():
             rows = []
@@ -96,23 +85,15 @@ def run(quick: bool) -> dict:
 def markdown(results: dict) -> str:
     """One table per axis: times of both dispatches and sparse / dense."""
     base = results["base"]
-    lines = [
-        f"MoE-POT-Ti, base res {base['res']}, batch {base['batch']}, {base['experts']} routed experts "
-        f"(top 4, 2 shared); one axis varied at a time; {results['threads']} threads; median of "
-        f"{results['repeats']} alternating runs after a warm-up."
-    ]
+    lines = [f"MoE-POT-Ti, base res {base['res']}, batch {base['batch']}, {base['experts']} routed experts "
+             f"(top 4, 2 shared); one axis varied at a time; {results['threads']} threads; median of "
+             f"{results['repeats']} alternating runs after a warm-up."]
     for axis, rows in results["axes"].items():
-        lines += [
-            "",
-            f"| {axis} | train sparse (ms) | train dense (ms) | train ratio | inference sparse (ms) | "
-            "inference dense (ms) | inference ratio |",
-            "|---|---|---|---|---|---|---|",
-        ]
+        lines += ["", f"| {axis} | train sparse (ms) | train dense (ms) | train ratio | inference sparse (ms) | "
+                      "inference dense (ms) | inference ratio |", "|---|---|---|---|---|---|---|"]
         for row in rows:
-            lines.append(
-                f"| {row[axis]} | {row['train_sparse_ms']} | {row['train_dense_ms']} | {row['train_ratio']} | "
-                f"{row['inference_sparse_ms']} | {row['inference_dense_ms']} | {row['inference_ratio']} |"
-            )
+            lines.append(f"| {row[axis]} | {row['train_sparse_ms']} | {row['train_dense_ms']} | {row['train_ratio']} | "
+                         f"{row['inference_sparse_ms']} | {row['inference_dense_ms']} | {row['inference_ratio']} |")
     return "\n".join(lines)
 
 

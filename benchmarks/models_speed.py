@@ -20,7 +20,8 @@ time our sparse model against the same weights run in the original's formulation
 Next to each time ratio the run counts the matmul FLOPs of both sides
 (``torch.utils.flop_counter``: matmuls, convolutions, einsums; no elementwise work) and
 reports their ratio (``*_flop_ratio``): the time ratio the sparse side would reach if every
-FLOP on both sides ran at the same speed, the floor a faster kernel cannot beat.
+FLOP on both sides ran at the same speed (the sparse side goes below it only by running its
+FLOPs faster than the dense side runs its own).
 
 The ``grouped`` dispatch (all chosen experts in one ``grouped_mm``, made for compiled GPU runs) is
 timed against the sparse one on the same three measurements (``grouped_*_over_sparse``).

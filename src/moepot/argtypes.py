@@ -24,21 +24,13 @@ def positive_float(text: str) -> float:
     return value
 
 
-def _file_in_the_way(path: Path) -> Path | None:
-    """The nearest existing ancestor of ``path`` when it is not a directory (so nothing can be
-    created under it), else None."""
-    for parent in path.absolute().parents:
-        if parent.exists():
-            return None if parent.is_dir() else parent
-    return None
-
-
 def output_dir(text: str) -> str:
     """A directory to write into: missing is fine (it is created), a file there is not."""
-    path = Path(text)
-    if path.exists() and not path.is_dir():
+    from moepot.io import file_in_the_way
+
+    if Path(text).exists() and not Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text}: a file is there; give a directory (created if missing)")
-    blocker = _file_in_the_way(path)
+    blocker = file_in_the_way(text)
     if blocker is not None:
         raise argparse.ArgumentTypeError(f"{text}: {blocker} is a file, not a directory")
     return text
@@ -46,10 +38,12 @@ def output_dir(text: str) -> str:
 
 def output_file(text: str) -> str:
     """A file to write (replaced if it exists): not a directory, and not under a file."""
+    from moepot.io import file_in_the_way
+
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name")
-    blocker = _file_in_the_way(path)
+    blocker = file_in_the_way(path.parent)
     if blocker is not None:
         raise argparse.ArgumentTypeError(f"{text}: {blocker} is a file, not a directory")
     return text

@@ -62,25 +62,31 @@ def make_dirs(directory: str | os.PathLike) -> Path:
     return directory
 
 
+def file_in_the_way(path: str | os.PathLike) -> Path | None:
+    """The nearest existing one of ``path`` and its ancestors when it is a file (so no directory
+    ``path`` can be created), else None."""
+    path = Path(path)
+    for candidate in (path, *path.absolute().parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
 def check_directory_possible(directory: str | os.PathLike) -> Path:
     """Raise an ``OutputError`` if ``directory`` cannot exist because a file is in the way (it or
     its nearest existing ancestor is a file); create nothing."""
     directory = Path(directory)
-    for candidate in (directory, *directory.parents):
-        if candidate.exists():
-            if not candidate.is_dir():
-                raise OutputError(directory, f"{candidate} is a file, not a directory")
-            break
+    blocker = file_in_the_way(directory)
+    if blocker is not None:
+        raise OutputError(directory, f"{blocker} is a file, not a directory")
     return directory
 
 
 def why_unwritable(directory: Path, exc: OSError) -> str:
     """Why nothing can be written in ``directory``: the file in the way, else ``exc``'s reason."""
-    for candidate in (directory, *directory.parents):
-        if candidate.exists():
-            if not candidate.is_dir():
-                return f"{candidate} is a file, not a directory"
-            break
+    blocker = file_in_the_way(directory)
+    if blocker is not None:
+        return f"{blocker} is a file, not a directory"
     return exc.strerror or str(exc)
 
 
