@@ -6,9 +6,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from moepot import build_model
-from moepot.models.fno import SpectralConv2d
+from moepot.models.fno import FNO, SpectralConv2d
 
 from .conftest import rel_err
 
@@ -36,7 +37,7 @@ def spectral_conv_by_dft(layer: SpectralConv2d, x: torch.Tensor) -> torch.Tensor
     return torch.fft.irfft2(half, s=(nx, ny)).to(torch.float32)
 
 
-@pytest.mark.parametrize("grid,modes", [((12, 12), 3), ((10, 16), 4), ((8, 8), 8)])
+@pytest.mark.parametrize("grid,modes", [((12, 12), 3), ((10, 16), 4), ((8, 8), 8), ((9, 7), 5), ((7, 10), 4)])
 def test_spectral_conv_matches_explicit_dft(grid, modes):
     torch.manual_seed(0)
     layer = SpectralConv2d(3, 2, modes)
@@ -74,3 +75,38 @@ def test_fno_contract_on_a_rectangular_grid():
         for p in model.parameters()
         if p is not model.cls_head.weight and p is not model.cls_head.bias
     )
+
+
+def fno_by_formula(model: FNO, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The FNO of the module docstring written out, on ``model``'s parameters: each point's frames
+    and channels flattened (index t * C + c) then its (x, y) coordinates in [0, 1], the lift,
+    ``depth`` x [explicit-DFT spectral conv + 1x1 conv], GELU between the layers (not after the
+    last), the projection; the class head on the spatial mean. -> (pred, cls_logits)."""
+    b, nx, ny, nt, nc = x.shape
+    cfg = model.config
+    cx = torch.linspace(0, 1, nx)[:, None].expand(nx, ny)
+    cy = torch.linspace(0, 1, ny)[None, :].expand(nx, ny)
+    coords = torch.stack([cx, cy], dim=-1).expand(b, nx, ny, 2)
+    inputs = torch.cat([x.reshape(b, nx, ny, nt * nc), coords], dim=-1)
+    h = F.linear(inputs, model.lift.weight, model.lift.bias).permute(0, 3, 1, 2)
+    for i in range(cfg.depth):
+        pointwise = model.pointwise[i]
+        h = spectral_conv_by_dft(model.spectral[i], h) + F.conv2d(h, pointwise.weight, pointwise.bias)
+        if i < cfg.depth - 1:
+            h = F.gelu(h)
+    cls_logits = F.linear(h.mean(dim=(2, 3)), model.cls_head.weight, model.cls_head.bias)
+    first, _, last = model.project
+    pred = F.linear(F.gelu(F.linear(h.permute(0, 2, 3, 1), first.weight, first.bias)), last.weight, last.bias)
+    return pred.reshape(b, nx, ny, cfg.out_timesteps, cfg.out_channels), cls_logits
+
+
+def test_fno_forward_matches_its_formula():
+    torch.manual_seed(0)
+    model = build_model("fno", in_channels=2, out_channels=2, in_timesteps=3, out_timesteps=2, embed_dim=8,
+                        depth=3, modes=3, n_cls=4)  # fmt: skip
+    x = torch.randn(2, 12, 10, 3, 2)
+    with torch.no_grad():
+        out = model(x)
+        pred, cls_logits = fno_by_formula(model, x)
+    assert rel_err(out.pred, pred) < 1e-5
+    assert rel_err(out.cls_logits, cls_logits) < 1e-5

@@ -3,8 +3,11 @@ balance loss."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from torch import nn
 
 from moepot.models.moe import MoELayer, balance_loss
 
@@ -206,6 +209,29 @@ def test_training_batch_of_one_uses_running_statistics():
     assert torch.equal(bn.running_mean, running)
     assert layer.gating.training  # mode restored
     assert torch.isfinite(aux)
+
+
+def test_a_training_batch_of_one_leaves_no_trace_on_the_router():
+    """After the B=1 forward (on running statistics) the router's BatchNorms are back on batch
+    statistics: a following B=4 training forward, and the statistics it updates, equal those of a
+    copy that never saw the batch of one."""
+    layer, _ = make_pair()
+    layer.temperature.fill_(0.5)  # the floor: no decay, so the temperatures stay equal
+    twin = copy.deepcopy(layer)
+    layer.train()
+    twin.train()
+    layer(varied_batch(1))
+    norms = [m for m in layer.gating.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == 2 and all(m.training for m in norms)
+    x = varied_batch(4, seed=1)
+    out, aux = layer(x)
+    ref_out, ref_aux = twin(x)
+    assert torch.equal(layer.last_topk_indices, twin.last_topk_indices)
+    assert rel_err(out, ref_out) < 1e-6
+    assert torch.allclose(aux, ref_aux, rtol=1e-5, atol=1e-9)
+    ref_state = twin.state_dict()
+    for key, value in layer.state_dict().items():
+        assert torch.allclose(value.double(), ref_state[key].double(), rtol=1e-6, atol=1e-7), key
 
 
 @pytest.mark.parametrize("num_shared", [0, 1, 3])

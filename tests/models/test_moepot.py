@@ -82,3 +82,34 @@ def test_rectangular_grid():
     out = model(varied_inputs(2, grid=(24, 16)))
     assert out.pred.shape == (2, 24, 16, 2, 2)
     assert model.pos_embed.shape == (1, 16, 6, 4)
+
+
+def test_inference_temperature_is_the_floor_inside_and_restored_after():
+    """Every layer at 0.5 inside the block (routing as a model whose temperatures are 0.5); each
+    layer's own temperature back afterwards, also when the block raises."""
+    torch.manual_seed(0)
+    model = build_model("moepot", **TINY).eval()
+    reference = build_model("moepot", **TINY).eval()
+    reference.load_state_dict(model.state_dict())
+    for layer in reference.moe_layers():
+        layer.temperature.fill_(0.5)
+    own = [1.25, 0.75]
+    for layer, temperature in zip(model.moe_layers(), own):
+        layer.temperature.fill_(temperature)
+    x = varied_inputs(3)
+    with torch.no_grad(), model.inference_temperature():
+        assert [float(layer.temperature) for layer in model.moe_layers()] == [0.5, 0.5]
+        assert torch.equal(model(x).pred, reference(x).pred)
+    assert [float(layer.temperature) for layer in model.moe_layers()] == own
+    with pytest.raises(RuntimeError, match="inside"), model.inference_temperature():
+        raise RuntimeError("inside")
+    assert [float(layer.temperature) for layer in model.moe_layers()] == own
+
+
+def test_step_temperature_does_not_decay_when_the_forward_does():
+    """temperature_decay="forward" (the original): x0.99 per training forward only, so the
+    model-level step_temperature() of the training loop changes nothing."""
+    model = build_model("moepot", **TINY).train()
+    model(varied_inputs(2))
+    model.step_temperature()
+    assert all(float(layer.temperature) == pytest.approx(1.98) for layer in model.moe_layers())

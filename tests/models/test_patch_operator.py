@@ -7,6 +7,8 @@ import torch
 
 from moepot import build_model
 
+from .conftest import rel_err
+
 TINY = dict(img_size=16, patch_size=4, in_channels=2, out_channels=2, in_timesteps=3, embed_dim=16,
             depth=1, n_blocks=2, modes=3, out_layer_dim=8, n_cls=3)  # fmt: skip
 
@@ -38,6 +40,74 @@ def test_normalisation_makes_the_model_affine_equivariant():
         base = model(x).pred
         moved = model(a * x + c).pred
     assert torch.allclose(moved, a * base + c, rtol=1e-4, atol=1e-4)
+
+
+def instance_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """architecture.md step 1, written out in float64: per sample and channel, the mean over X, Y,
+    T and sqrt(sum of squared deviations / (N - 1)) + 1e-6. x: [B, X, Y, T, C] -> two [B, C]."""
+    flat = x.double().flatten(1, 3)  # [B, N, C]
+    mu = flat.sum(dim=1) / flat.shape[1]
+    sigma = (((flat - mu[:, None]) ** 2).sum(dim=1) / (flat.shape[1] - 1)).sqrt() + 1e-6
+    return mu, sigma
+
+
+def normalisation_inputs() -> torch.Tensor:
+    """[2, 16, 16, 3, 2] with shifted and scaled channels, one of them constant (sigma = 1e-6)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16, 16, 3, 2, generator=g) * torch.tensor([0.5, 4.0]) + torch.tensor([2.0, -1.0])
+    x[0, ..., 1] = 3.0
+    return x
+
+
+def test_normalisation_statistics_are_the_mean_and_unbiased_std_plus_eps(monkeypatch):
+    """What the trunk feeds to scale_feats_* ([mu, sigma] per channel) and to the embedding
+    ((x - mu) / sigma), against the formula of architecture.md."""
+    model = build_model("dpot", **TINY, normalize=True).eval()
+    seen: dict[str, torch.Tensor] = {}
+    embed = model.embed
+
+    def record_stats(_: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        seen["stats"] = args[0]
+
+    def recording_embed(x: torch.Tensor, **kwargs) -> torch.Tensor:
+        seen["normalised"] = x
+        return embed(x, **kwargs)
+
+    monkeypatch.setattr(model, "embed", recording_embed)
+    model.scale_feats_mu.register_forward_pre_hook(record_stats)
+    x = normalisation_inputs()
+    with torch.no_grad():
+        model(x)
+    mu, sigma = instance_statistics(x)
+    assert sigma[0, 1] == 1e-6  # the constant channel: std 0, plus the epsilon
+    torch.testing.assert_close(seen["stats"].double(), torch.cat([mu, sigma], dim=1), rtol=1e-6, atol=1e-9)
+    expected = (x.double() - mu[:, None, None, None]) / sigma[:, None, None, None]
+    torch.testing.assert_close(seen["normalised"].double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_normalised_forward_is_the_plain_trunk_between_normalisation_and_its_inverse(monkeypatch):
+    """Steps 1, 5 and 9 around a normalize=False model with the same weights: pred =
+    plain((x - mu) / sigma) * sigma + mu, where plain's latent is scaled by
+    scale_feats_sigma([mu, sigma]) and shifted by scale_feats_mu([mu, sigma]) (per channel)."""
+    torch.manual_seed(0)
+    model = build_model("dpot", **TINY, normalize=True).eval()
+    plain = build_model("dpot", **TINY).eval()
+    with torch.no_grad():
+        for layer, centre in ((model.scale_feats_mu, 0.0), (model.scale_feats_sigma, 1.0)):
+            layer.weight.normal_(std=0.1)
+            layer.bias.normal_(std=0.3).add_(centre)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("scale_feats")})
+    x = normalisation_inputs()
+    mu, sigma = (s.float()[:, None, None, None] for s in instance_statistics(x))
+    stats = torch.cat([mu, sigma], dim=-1).flatten(1)
+    with torch.no_grad():
+        shift = model.scale_feats_mu(stats)[:, :, None, None]
+        scale = model.scale_feats_sigma(stats)[:, :, None, None]
+        embed = plain.embed
+        monkeypatch.setattr(plain, "embed", lambda z, **kw: scale * embed(z, **kw) + shift)
+        expected = plain((x - mu) / sigma).pred * sigma + mu
+        pred = model(x).pred
+    assert rel_err(pred, expected) < 1e-5
 
 
 @pytest.mark.parametrize("time_agg", ["exp_mlp", "mlp"])

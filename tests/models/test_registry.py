@@ -78,6 +78,10 @@ def test_wrong_input_shape_is_a_clear_error():
     model = build_model("moepot", **TINY)
     with pytest.raises(ConfigError, match=r"T_in=3"):
         model(torch.randn(1, 16, 16, 4, 2))
+    with pytest.raises(ConfigError, match=r"C=2\]; got shape \(1, 16, 16, 3, 3\)"):
+        model(torch.randn(1, 16, 16, 3, 3))
+    with pytest.raises(ConfigError, match=r"\[B, 16, 16, .*got shape \(1, 16, 12, 3, 2\)"):
+        model(torch.randn(1, 16, 12, 3, 2))
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
@@ -227,6 +231,37 @@ def test_official_layout_of_a_preset_is_recognised(tmp_path):
         assert {**config.to_dict(), "name": None} == {**model.config.to_dict(), "name": None}
 
 
+@pytest.mark.parametrize(
+    "name,options",
+    [
+        ("moepot", dict(img_size=(16, 12), patch_size=4, in_channels=3, out_channels=2, in_timesteps=4,
+                        out_timesteps=2, embed_dim=16, depth=3, n_blocks=4, mlp_ratio=1.5, modes=3,
+                        out_layer_dim=8, n_cls=5, act="tanh", time_agg="mlp", num_experts=6,
+                        num_shared_experts=1)),
+        ("dpot", dict(img_size=(12, 16), patch_size=2, in_channels=3, out_channels=3, in_timesteps=2,
+                      out_timesteps=3, embed_dim=24, depth=1, n_blocks=3, mlp_ratio=2.0, modes=5,
+                      out_layer_dim=4, n_cls=2, normalize=True, act="silu")),
+    ],
+)  # fmt: skip
+def test_official_layout_architecture_round_trips_through_the_shapes(tmp_path, name, options):
+    """A state dict in the official file layout (no temperature buffer; args with only modes and
+    act) is read back as the architecture it was built with, every field distinct from the
+    defaults and the fixtures' (rectangular grid, C_in != C_out, T_out > 1, mlp time aggregation,
+    normalize, 6 experts, 1 shared), and gives the same predictions."""
+    torch.manual_seed(0)
+    model = build_model(name, **options).eval()
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith(".temperature")}
+    args = argparse.Namespace(modes=options["modes"], act=options["act"])
+    torch.save({"args": args, "model": state}, tmp_path / "official.pth")
+    loaded = load_pretrained(tmp_path / "official.pth")
+    assert {**loaded.config.to_dict(), "name": None} == {**model.config.to_dict(), "name": None}
+    for layer in model.moe_layers():
+        layer.temperature.fill_(0.5)
+    x = torch.randn(2, *model.config.grid, options["in_timesteps"], options["in_channels"])
+    with torch.no_grad():
+        assert torch.equal(loaded(x).pred, model(x).pred)
+
+
 def test_options_that_cannot_run_are_refused_at_build():
     for img_size in (0, -16, 16.0, "16", (16, 0), True):
         with pytest.raises(ConfigError, match="img_size"):
@@ -235,9 +270,10 @@ def test_options_that_cannot_run_are_refused_at_build():
         build_model("moepot", **{**TINY, "out_channels": 3}, normalize=True)
 
 
-@pytest.mark.parametrize("prefix", ["_orig_mod.", "module."])
+@pytest.mark.parametrize("prefix", ["_orig_mod.", "module.", "module._orig_mod.", "_orig_mod.module."])
 def test_an_export_with_wrapper_prefixes_loads_from_either_format(tmp_path, prefix):
-    """Exports of a compiled (``_orig_mod.``) or DDP-wrapped (``module.``) model load like the plain one."""
+    """Exports of a compiled (``_orig_mod.``) or DDP-wrapped (``module.``) model, or of both
+    wrappers stacked either way, load like the plain one."""
     from safetensors.torch import load_file, save_file
 
     model = build_model("moepot", **TINY).eval()
