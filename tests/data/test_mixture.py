@@ -242,11 +242,14 @@ def test_window_starts_are_uniform_and_independent_across_seeds(mixture_data, sp
     assert abs(agree - 1 / span) < 4 * np.sqrt((1 / span) * (1 - 1 / span) / len(starts))
 
 
-def test_downsample_strides_the_stored_grid(tiny_data):
-    tiny_data.add("ds", size=(8, 8), steps=6, channels=1, t_in=4, downsample=[2, 2])
+@pytest.mark.parametrize(("size", "stride"), [((8, 8), (2, 2)), ((8, 12), (2, 3))])
+def test_downsample_strides_the_stored_grid(tiny_data, size: tuple[int, int],
+                                            stride: tuple[int, int]) -> None:
+    """``downsample: [dx, dy]`` takes every dx-th point along X and every dy-th along Y."""
+    tiny_data.add("ds", size=size, steps=6, channels=1, t_in=4, downsample=list(stride))
     dataset = MixtureDataset("ds", split="test", res=4, t_in=4, catalog=tiny_data.catalog())
     stored = tiny_data.datasets["ds"].test.astype(np.float32)
-    np.testing.assert_array_equal(dataset[1].x.numpy(), stored[1, ::2, ::2, :4])
+    np.testing.assert_array_equal(dataset[1].x.numpy(), stored[1, ::stride[0], ::stride[1], :4])
     assert dataset[1].mask.numpy().all()  # stored grid after striding is 4x4 = res
 
 

@@ -19,17 +19,19 @@ RATE, T_IN, T_TEST = 0.8, 4, 3
 
 
 class Persistence(nn.Module):
-    """Repeats the last input frame; writes garbage into channel ``junk_channel`` (if any)."""
+    """Repeats the last input frame ``bundle`` times; writes garbage into ``junk_channel`` (if any)."""
 
-    def __init__(self, img_size: int, channels: int, junk_channel: int | None = None) -> None:
+    def __init__(self, img_size: int, channels: int, junk_channel: int | None = None,
+                 bundle: int = 1) -> None:
         super().__init__()
-        self.config = SimpleNamespace(img_size=img_size, in_timesteps=T_IN, in_channels=channels, out_timesteps=1)
+        self.config = SimpleNamespace(img_size=img_size, in_timesteps=T_IN, in_channels=channels,
+                                      out_timesteps=bundle)  # fmt: skip
         self.unused = nn.Parameter(torch.zeros(()))
         self.junk_channel = junk_channel
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         assert x.shape[1] == self.config.img_size, "the model must see its own grid"
-        pred = x[..., -1:, :].clone()
+        pred = x[..., -1:, :].repeat(1, 1, 1, self.config.out_timesteps, 1)
         if self.junk_channel is not None:
             pred[..., self.junk_channel] = 1e3
         return ModelOutput(pred, x.new_zeros(x.shape[0], 1), x.new_zeros(()))
@@ -60,6 +62,20 @@ def test_persistence_errors_match_closed_form_and_padding_is_masked(data_root):
     assert out["decay_a"]["rel_l2_step"] == pytest.approx(step, rel=1e-5)
     assert out["decay_a"]["rel_l2_rollout"] == pytest.approx(roll, rel=1e-5)
     assert out["decay_a"]["rel_l2_teacher_forced"] == pytest.approx(forced, rel=1e-5)
+
+
+def test_step_error_is_the_mean_over_model_calls_of_a_bundle(data_root: Path) -> None:
+    """T_bundle = 2 over t_test = 3 frames: two model calls, frames [0, 2) and [2, 3); rel_l2_step is
+    the mean of their two errors (the original's test_l2_step), while the rollout (persistence
+    all along) is the one-frame model's."""
+    last = RATE ** (T_IN - 1)
+    first = [RATE ** (T_IN + k) for k in range(2)]
+    bundle_errors = (math.sqrt(sum((last - t) ** 2 for t in first) / sum(t * t for t in first)),
+                     abs(last - RATE ** (T_IN + 2)) / RATE ** (T_IN + 2))  # fmt: skip
+    _, roll, _ = expected_persistence_errors()
+    out = evaluate_model(Persistence(img_size=16, channels=1, bundle=2), ["decay_a"], data_root=data_root)
+    assert out["decay_a"]["rel_l2_step"] == pytest.approx(sum(bundle_errors) / 2, rel=1e-5)
+    assert out["decay_a"]["rel_l2_rollout"] == pytest.approx(roll, rel=1e-5)
 
 
 def test_other_resolution_resizes_in_and_out(data_root, tmp_path):

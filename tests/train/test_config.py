@@ -327,6 +327,10 @@ def test_unknown_key_inside_tasks_names_the_task(tmp_path):
         ({"lr": True}, ["lr", "True", "not a boolean"]),
         ({"beta2": 1.0}, ["beta2", "1.0", "less than 1"]),
         ({"noise_scale": float("nan")}, ["noise_scale", "nan", "finite"]),
+        ({"noise_scale": -0.001}, ["noise_scale", "-0.001", "greater than or equal to 0"]),
+        ({"moe_loss_weight": -0.1}, ["moe_loss_weight", "-0.1", "greater than or equal to 0"]),
+        ({"n_cls_loss_weight": -1}, ["n_cls_loss_weight", "-1", "greater than or equal to 0"]),
+        ({"grad_clip": 0}, ["grad_clip", "0", "greater than 0"]),
         ({"normalize": 3}, ["normalize", "3", "boolean"]),
         ({"model": "AFNO"}, ["model", "'AFNO'", "MoEPOT", "DPOT", "FNO"]),
         ({"file": "train.py"}, ["file", "'train.py'", "pretrain, finetune or evaluate"]),
@@ -357,6 +361,7 @@ def test_wrong_value_names_key_value_and_what_is_allowed(raw, fragments):
         ({"res": 30, "patch_size": 8}, ["res = 30", "patch_size = 8"]),
         ({"width": 30, "n_blocks": 4}, ["width = 30", "n_blocks = 4"]),
         ({"data_weights": [0, 0], "train_paths": ["a", "b"]}, ["data_weights", "at least one > 0"]),
+        ({"data_weights": [1, -0.5], "train_paths": ["a", "b"]}, ["data_weights", "[1, -0.5]", ">= 0"]),
     ],
 )
 def test_inconsistent_keys_are_named(raw, fragments):

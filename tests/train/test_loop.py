@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import errno
 import json
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from tiny_run import tiny_config
 
 from moepot.errors import CheckpointError, ConfigError
+from moepot.models.base import ModelOutput
 from moepot.train import checkpoint as ckpt
 from moepot.train.checkpoint import RunLock, load_checkpoint
 from moepot.train.config import TrainConfig
@@ -320,3 +324,171 @@ def test_a_time_placeholder_in_the_run_directory_is_the_start_time(data_root, tm
     result = train(placed, progress=False)
     saved = __import__("yaml").safe_load((result.run_dir / "config.yaml").read_text())
     assert saved["run_dir"] == str(result.run_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# One training step against its closed form: a one-parameter model on geometric-decay data
+
+
+class ScaledLastFrame(torch.nn.Module):
+    """Predicts ``a**k * (last input frame)`` for the k-th of its ``out_timesteps`` frames, class
+    logits ``[c, 0]`` and balance loss ``b``; records its training inputs.
+
+    On ``u_t = r**t * u0`` (decay_a: r = 0.8) the relative L2 of every sample is a function of
+    ``a`` and ``r`` alone, so a step's loss and gradient are known in closed form.
+    """
+
+    def __init__(self, res: int, t_in: int, channels: int, bundle: int, a: float) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(img_size=res, in_timesteps=t_in, in_channels=channels,
+                                      out_timesteps=bundle)  # fmt: skip
+        self.a = torch.nn.Parameter(torch.tensor(a))
+        self.b = torch.nn.Parameter(torch.tensor(0.0))
+        self.c = torch.nn.Parameter(torch.tensor(0.0))
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        if self.training:
+            self.inputs.append(x.detach().clone())
+        frames = torch.arange(1, self.config.out_timesteps + 1, dtype=x.dtype).reshape(1, 1, 1, -1, 1)
+        powers = self.a**frames
+        logits = torch.stack([self.c.expand(x.shape[0]), x.new_zeros(x.shape[0])], dim=-1)
+        return ModelOutput(powers * x[..., -1:, :], logits, self.b * 1.0)
+
+
+@pytest.fixture
+def scaled_last_frame(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[ScaledLastFrame]]:
+    """``scaled_last_frame(a)``: ``moepot.build_model`` builds :class:`ScaledLastFrame` from then
+    on; returns the list that receives the models built."""
+    import moepot
+
+    def install(a: float = 0.5) -> list[ScaledLastFrame]:
+        built: list[ScaledLastFrame] = []
+
+        def build(name: str, **overrides: object) -> ScaledLastFrame:
+            sizes = (overrides[key] for key in ("img_size", "in_timesteps", "in_channels", "out_timesteps"))
+            built.append(ScaledLastFrame(*sizes, a))
+            return built[-1]
+
+        monkeypatch.setattr(moepot, "build_model", build)
+        return built
+
+    return install
+
+
+def closed_form_step(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, r: float, t_ar: int, bundle: int,
+                     batch: int, real_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(objective, mean loss per sample and model call) of one step of :class:`ScaledLastFrame`
+    on decay data of rate ``r`` with one real channel padded with ones to two.
+
+    Call k predicts frames ``a**m * u`` (m = (k - 1) * bundle + 1, ..., k * bundle; the window
+    rolls on the predictions) for targets ``r**m * u``; on the padding channel of ones it
+    predicts ``a**m`` for 1. The
+    relative L2 of a call is per channel over its frames, averaged over the scored channels;
+    the objective sums it over the batch and the calls and adds 0.1 x b and 0.3 x the
+    cross-entropy of logits [c, 0] for class 0 per sample, once per call.
+    """
+    calls = t_ar // bundle
+    loss = a.new_zeros(())
+    for k in range(calls):
+        m = torch.arange(k * bundle + 1, (k + 1) * bundle + 1, dtype=torch.float64)
+        real = torch.linalg.vector_norm(a**m - r**m) / torch.linalg.vector_norm(r**m)
+        pad = torch.linalg.vector_norm(a**m - 1) / torch.linalg.vector_norm(torch.ones_like(m))
+        loss = loss + (real if real_only else (real + pad) / 2)
+    cross_entropy = torch.log1p(torch.exp(-c))
+    objective = batch * loss + calls * (0.1 * b + 0.3 * batch * cross_entropy)
+    return objective, loss / calls
+
+
+@pytest.mark.parametrize(
+    ("bundle", "mask_padded_channels", "grad_clip"),
+    [(1, False, 1e4), (1, True, 1e4), (1, False, 1.0), (2, False, 1e4)],
+)
+def test_one_step_loss_and_gradient_match_the_closed_form(
+    data_root: Path, tmp_path: Path, scaled_last_frame: Callable[..., list[ScaledLastFrame]], bundle: int,
+    mask_padded_channels: bool, grad_clip: float,
+) -> None:  # fmt: skip
+    """architecture.md's training objective for a one-step run with T_ar = 2 (see
+    :func:`closed_form_step`): the logged loss (mean per sample and model call) and the gradient,
+    clipped to ``grad_clip``, which Adam's first moment holds after one step as (1 - beta1) x the
+    gradient (weight decay 0). The gradient flows through the rollout (a**2 in call 2)."""
+    scaled_last_frame(a=0.5)
+    cfg = tiny_config(data_root, model="dpot", train_paths=["decay_a"], n_channels=2, n_class=2, T_ar=2,
+                      T_bundle=bundle, lr_method="step", epochs=1, warmup_epochs=0, max_steps=1,
+                      noise_scale=0.0, weight_decay=0.0, moe_loss_weight=0.1, n_cls_loss_weight=0.3,
+                      grad_clip=grad_clip, mask_padded_channels=mask_padded_channels,
+                      eval_every_epochs=5)  # fmt: skip
+    params = [torch.tensor(value, dtype=torch.float64, requires_grad=True) for value in (0.5, 0.0, 0.0)]
+    objective, per_call = closed_form_step(*params, r=0.8, t_ar=2, bundle=bundle, batch=4,
+                                           real_only=mask_padded_channels)  # fmt: skip
+    grad = torch.stack(torch.autograd.grad(objective, params))
+    grad *= min(1.0, grad_clip / grad.norm().item())
+
+    result = train(cfg, run_dir=tmp_path / "run", progress=False)
+    assert result.losses == [pytest.approx(per_call.item(), rel=1e-5)]
+    state = load_checkpoint(result.checkpoint)["optimizer"]
+    beta1 = state["param_groups"][0]["betas"][0]
+    first_moment = torch.stack([state["state"][i]["exp_avg"] for i in range(3)]).double()
+    torch.testing.assert_close(first_moment, (1 - beta1) * grad, rtol=1e-5, atol=1e-7)
+
+
+def test_the_loop_feeds_each_epochs_windows_in_the_samplers_order(
+    data_root: Path, tmp_path: Path, scaled_last_frame: Callable[..., list[ScaledLastFrame]]
+) -> None:
+    """The model's inputs are the mixture items of each epoch (its random windows) in the order of
+    the weighted sampler of that epoch, batch after batch, built here from the data API."""
+    from moepot.data.catalog import load_catalog
+    from moepot.data.mixture import MixtureDataset, WeightedMixtureSampler
+
+    built = scaled_last_frame()
+    cfg = tiny_config(data_root, model="dpot", train_paths=["decay_a", "decay_b"], data_weights=[1.0, 0.5],
+                      lr_method="step", epochs=2, warmup_epochs=0, noise_scale=0.0, seed=3,
+                      eval_every_epochs=5)  # fmt: skip
+    train(cfg, run_dir=tmp_path / "run", progress=False)
+    dataset = MixtureDataset(["decay_a", "decay_b"], split="train", res=16, t_in=4, t_ar=1,
+                             catalog=load_catalog(data_root=data_root), seed=3)  # fmt: skip
+    sampler = WeightedMixtureSampler(dataset, [1.0, 0.5], seed=3)
+    expected = []
+    for epoch in range(2):
+        dataset.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        batches = [order[k : k + 4] for k in range(0, len(order) - 3, 4)]  # the last, short one dropped
+        expected += [torch.stack([dataset[i].x for i in batch]) for batch in batches]
+    got = built[0].inputs
+    assert len(got) == len(expected) == 2 * (18 // 4)
+    for step, (x, want) in enumerate(zip(got, expected)):
+        torch.testing.assert_close(x, want, rtol=0, atol=0, msg=f"step {step + 1}")
+
+
+def test_input_noise_is_scaled_per_sample_and_channel_and_spares_the_targets(
+    tmp_path: Path, scaled_last_frame: Callable[..., list[ScaledLastFrame]]
+) -> None:
+    """architecture.md: x <- x + noise_scale * ||x|| * N(0, 1), ||x|| per sample and channel over
+    X, Y, T. On spatially constant fields the clean input is known: each frame's spatial mean
+    (the padding channel: ones), so the noise of every (sample, channel) is read off the model's
+    input; its spread must be noise_scale x that channel's clean norm. With a = r the model
+    predicts the clean target r * u exactly from a clean input, so the loss (real channel only:
+    mask_padded_channels) is the input noise alone, ||a * noise of the last frame|| / ||r * u||;
+    noise on the targets would add to it.
+    """
+    from tiny_data import write_decay_dataset
+
+    write_decay_dataset(tmp_path, "flat", n_train=8, t_in=4, rate=0.8, constant=True, seed=5)
+    a = r = 0.8
+    built = scaled_last_frame(a=a)
+    noise_scale = 1e-3
+    cfg = tiny_config(tmp_path, model="dpot", train_paths=["flat"], n_channels=2, lr_method="step", epochs=1,
+                      warmup_epochs=0, noise_scale=noise_scale, mask_padded_channels=True)  # fmt: skip
+    result = train(cfg, run_dir=tmp_path / "run", progress=False, stop_after_steps=1)
+    x = built[0].inputs[0].double()  # [4, 16, 16, 4, 2], noisy
+    real = x[..., :1].mean(dim=(1, 2), keepdim=True).expand_as(x[..., :1])
+    clean = torch.cat([real, torch.ones_like(x[..., 1:])], dim=-1)
+    spread = (x - clean).pow(2).mean(dim=(1, 2, 3)).sqrt()  # [B, C]
+    expected = noise_scale * torch.linalg.vector_norm(clean, dim=(1, 2, 3))
+    torch.testing.assert_close(spread, expected, rtol=0.1, atol=0)  # 1024 draws each: ~2% sampling error
+
+    last, clean_last = x[..., -1:, 0], clean[..., -1:, 0]
+    error = torch.linalg.vector_norm(a * last - r * clean_last, dim=(1, 2, 3)) / torch.linalg.vector_norm(
+        r * clean_last, dim=(1, 2, 3))  # fmt: skip
+    assert result.losses == [pytest.approx(error.mean().item(), rel=0.02)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -52,6 +53,30 @@ def test_cycle_is_the_originals_one_cycle():
 def test_other_schedules_follow_their_formula(method, closed_form):
     got = lrs(method, 12, total_steps=12, steps_per_epoch=3, warmup_epochs=1, epochs=4, step_size=2, step_gamma=0.5)
     assert got == pytest.approx([closed_form(s) for s in range(12)], rel=1e-6)
+
+
+def triangular2(s: int, half_period: int, low: float, high: float) -> float:
+    """Smith's triangular2 cyclical rate: up and down between low and high over 2 x half_period
+    steps, the amplitude halved every cycle."""
+    cycle = math.floor(1 + s / (2 * half_period))
+    x = abs(s / half_period - 2 * cycle + 1)
+    return low + (high - low) * max(0.0, 1 - x) / 2 ** (cycle - 1)
+
+
+@pytest.mark.parametrize(
+    ("method", "closed_form"),
+    [
+        # cosine from lr to 0, restarting every step_size epochs (2 epochs x 3 steps)
+        ("restart", lambda s: LR * (1 + math.cos(math.pi * (s % 6) / 6)) / 2),
+        # between 1e-5 and lr, half-period step_size epochs (6 steps), amplitude halved each cycle
+        ("cyclic", lambda s: triangular2(s, 6, 1e-5, LR)),
+    ],
+)
+def test_periodic_schedules_follow_their_formula_over_several_periods(
+    method: str, closed_form: Callable[[int], float]
+) -> None:
+    got = lrs(method, 30, total_steps=30, steps_per_epoch=3, warmup_epochs=1, epochs=10, step_size=2)
+    assert got == pytest.approx([closed_form(s) for s in range(30)], rel=1e-6, abs=1e-12)
 
 
 @pytest.mark.parametrize("method", SCHEDULES)
