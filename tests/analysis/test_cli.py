@@ -57,12 +57,23 @@ def test_route_command_writes_report_and_json(tmp_path, capsys):
     confusion = np.array(saved["classification"]["confusion"])
     assert confusion.shape == (2, 2) and confusion.sum() == 16
     assert saved["classification"]["accuracy"] == pytest.approx(np.trace(confusion) / 16)
+    # the selections-only classifier beside it, on the same 16 samples, and the verdict from it
+    selections = saved["selection_classification"]
+    assert np.array(selections["confusion"]).sum() == 16
+    assert selections["accuracy"] == pytest.approx(np.trace(selections["confusion"]) / 16)
+    assert saved["verdict"]
     assert len(saved["usage_entropy_bits"]) == 2  # depth 2
     for name in ("report.md", "report.html", "routing_usage.png", "routing_confusion.png", "routing_entropy.png"):
         assert (out / name).is_file()
 
     assert main(argv) == 0
-    assert "accuracy" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"accuracy {selections['accuracy']:.3f} from the chosen experts alone" in printed
+    assert f"{saved['classification']['accuracy']:.3f} from the weighted routing vectors" in printed
+    assert saved["verdict"] in printed
+    report = (out / "report.md").read_text()
+    assert "selections only" in report and saved["verdict"] in report
+    assert (out / "routing_confusion_selections.png").is_file()
 
     # Data read on another grid are resized to the model's, as in evaluation.
     assert main(argv + ["--res", "24", "--json"]) == 0

@@ -104,6 +104,8 @@ def test_quickstart_writes_the_report_with_both_models_on_every_dataset(tmp_path
 
     saved = json.loads((out / "summary.json").read_text())
     assert saved["datasets"] == names and 0.0 <= saved["routing_accuracy"] <= 1.0
+    assert 0.0 <= saved["routing_selection_accuracy"] <= 1.0
+    assert "routing_confusion_selections.png" in linked
     assert Path(saved["report"]) == out / "report.html"
     assert "report:" in summary.text()
 

@@ -16,6 +16,8 @@ from moepot.analysis.routing import (
     collect_routing,
     concat_records,
     routing_vectors,
+    routing_verdict,
+    selection_vectors,
     stratified_folds,
     usage_entropy,
     usage_matrix,
@@ -220,6 +222,69 @@ def test_analyze_routing_summary_and_single_dataset():
 
     single = concat_records([record], ["only"])
     assert analyze_routing(single).classification is None
+
+
+def same_experts_record(n_per_class: int = 20, n_layers: int = 2, disjoint: bool = False, seed: int = 0):
+    """Two datasets; every sample of both picks experts 0..3 in every layer (or dataset 1 picks
+    4..7 when ``disjoint``), but dataset 0 puts most weight on its first expert and dataset 1
+    spreads it evenly, so the weights alone tell them apart."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 1], n_per_class)
+    indices = np.broadcast_to(np.arange(K), (len(labels), n_layers, K)).copy()
+    if disjoint:
+        indices[labels == 1] += K
+    peaked = np.array([0.7, 0.1, 0.1, 0.1]) + rng.normal(0, 0.01, (n_per_class, n_layers, K))
+    flat = np.full(K, 0.25) + rng.normal(0, 0.01, (n_per_class, n_layers, K))
+    weights = np.concatenate([peaked, flat]).astype(np.float32)
+    return RoutingRecord(("peaked", "flat"), labels, indices, weights / weights.sum(-1, keepdims=True))
+
+
+def test_selection_vectors_mark_exactly_the_chosen_experts():
+    record = random_record(12, 3, n_layers=2, seed=4)
+    vectors = selection_vectors(record).reshape(12, 2, E)
+    for n in range(12):
+        for layer in range(2):
+            assert set(np.flatnonzero(vectors[n, layer])) == set(record.indices[n, layer].tolist())
+    assert set(np.unique(vectors)) == {0.0, 1.0}
+
+
+@pytest.mark.parametrize("method", ["centroid", "logistic"])
+def test_same_experts_different_weights_is_separable_by_weights_only(method):
+    """Both datasets choose the same 4 experts everywhere: the selections carry no information
+    (accuracy = chance = 0.5), the weights separate them; the verdict says so instead of claiming
+    the dataset can be read off the router's choices."""
+    record = same_experts_record()
+    analysis = analyze_routing(record, folds=5, method=method)
+    selections, weighted = analysis.selection_classification, analysis.classification
+    assert selections.chance == 0.5
+    assert selections.accuracy == pytest.approx(0.5, abs=chance_tolerance(40, 0.5))
+    assert not selections.above_chance
+    assert weighted.accuracy == 1.0 and weighted.above_chance
+    assert "do not reveal" in analysis.verdict and "weights" in analysis.verdict
+    assert "read off" not in analysis.verdict
+    saved = analysis.to_dict()
+    assert saved["selection_classification"]["accuracy"] == selections.accuracy
+    assert saved["classification"]["accuracy"] == 1.0 and saved["verdict"] == analysis.verdict
+
+
+@pytest.mark.parametrize("method", ["centroid", "logistic"])
+def test_disjoint_experts_are_separable_by_selections_and_weights(method):
+    analysis = analyze_routing(same_experts_record(disjoint=True), folds=5, method=method)
+    assert analysis.selection_classification.accuracy == 1.0
+    assert analysis.classification.accuracy == 1.0
+    assert "read off which experts" in analysis.verdict
+
+
+def test_routing_verdict_when_neither_classifier_beats_chance():
+    """Identical experts and weights everywhere: both classifiers are exactly at chance."""
+    n = 30
+    labels = np.arange(n) % 2
+    indices = np.broadcast_to(np.arange(K), (n, 2, K)).copy()
+    record = RoutingRecord(("a", "b"), labels, indices, np.full((n, 2, K), 0.25, np.float32))
+    analysis = analyze_routing(record, folds=5)
+    assert analysis.classification.accuracy == analysis.selection_classification.accuracy == 0.5
+    assert analysis.verdict.startswith("no better than chance")
+    assert routing_verdict(None) is None
 
 
 # ----------------------------------------------------------------------------- recording from a model

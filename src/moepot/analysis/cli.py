@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Record the top-k routing decisions of every MoE layer on test samples of the given datasets; "
             "write expert-usage heatmaps, the usage entropy per layer and a cross-validated classifier "
-            "that predicts the dataset from the routing vectors (report.md, report.html, routing.json)."
+            "that predicts the dataset from the chosen experts alone and from the weighted routing vectors "
+            "(report.md, report.html, routing.json)."
         ),
     )
     route.add_argument("--checkpoint", required=True, help="MoE-POT checkpoint (ours or an official .pth)")
@@ -115,10 +116,11 @@ def run_route(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=1))
         return 0
-    result = analysis.classification
-    if result is not None:
-        print(f"dataset from routing: accuracy {result.accuracy:.3f} (chance {result.chance:.3f}, "
-              f"{result.method}, {result.folds}-fold)")
+    selections, weighted = analysis.selection_classification, analysis.classification
+    if selections is not None and weighted is not None:
+        print(f"dataset from routing: accuracy {selections.accuracy:.3f} from the chosen experts alone, "
+              f"{weighted.accuracy:.3f} from the weighted routing vectors (chance {selections.chance:.3f}, "
+              f"{selections.method}, {selections.folds}-fold): {analysis.verdict}")
     elif analysis.classification_skipped:
         print(f"dataset from routing: not classified ({analysis.classification_skipped})")
     print("usage entropy per layer (bits): " + ", ".join(f"{h:.2f}" for h in analysis.entropy))

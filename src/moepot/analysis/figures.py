@@ -32,7 +32,7 @@ from moepot.io import atomic_path
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from moepot.analysis.routing import RoutingAnalysis
+    from moepot.analysis.routing import ClassificationResult, RoutingAnalysis
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +89,15 @@ def usage_heatmaps(analysis: RoutingAnalysis, path: str | os.PathLike) -> Path:
     return save_figure(figure, path)
 
 
-def confusion_figure(analysis: RoutingAnalysis, path: str | os.PathLike) -> Path:
-    """The cross-validated confusion matrix (counts, coloured by row share), with accuracy vs chance."""
-    result = analysis.classification
+def confusion_figure(
+    analysis: RoutingAnalysis, path: str | os.PathLike, result: ClassificationResult | None = None
+) -> Path:
+    """The cross-validated confusion matrix (counts, coloured by row share), with accuracy vs chance.
+
+    ``result`` is one of the analysis's classifications (default ``analysis.classification``, the
+    weighted one; pass ``analysis.selection_classification`` for the selections-only one).
+    """
+    result = analysis.classification if result is None else result
     if result is None:
         raise DataError("confusion_figure: the analysis has no classification (fewer than 2 datasets)")
     counts = result.confusion

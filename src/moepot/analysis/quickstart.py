@@ -48,7 +48,7 @@ from moepot.train.config import TrainConfig
 from moepot.train.loop import load_model_for_eval, train
 
 if TYPE_CHECKING:
-    from moepot.analysis.routing import ClassificationResult
+    from moepot.analysis.routing import RoutingAnalysis
     from moepot.data.catalog import Catalog
 
 logger = logging.getLogger(__name__)
@@ -134,8 +134,9 @@ class QuickstartSummary:
     report: Path
     datasets: list[str]
     runs: list[ModelRun]
-    routing_accuracy: float | None
+    routing_accuracy: float | None  # weighted routing vectors
     routing_chance: float | None
+    routing_selection_accuracy: float | None  # which experts were chosen, weights dropped
     seconds: float
 
     def mean(self, run: ModelRun, metric: str = "rel_l2_rollout") -> float:
@@ -150,8 +151,8 @@ class QuickstartSummary:
                 f"mean rel_l2_rollout {self.mean(run):.4f}"
             )
         if self.routing_accuracy is not None:
-            lines.append(f"  dataset from MoE-POT routing: accuracy {self.routing_accuracy:.2f} "
-                         f"(chance {self.routing_chance:.2f})")
+            lines.append(f"  dataset from MoE-POT routing: accuracy {self.routing_selection_accuracy:.2f} from the "
+                         f"chosen experts, {self.routing_accuracy:.2f} weighted (chance {self.routing_chance:.2f})")
         lines.append(f"report: {self.report}")
         return "\n".join(lines)
 
@@ -159,6 +160,7 @@ class QuickstartSummary:
         runs = [{k: v for k, v in asdict(run).items() if k != "losses"} for run in self.runs]
         return {"report": str(self.report), "datasets": self.datasets, "runs": runs,
                 "routing_accuracy": self.routing_accuracy, "routing_chance": self.routing_chance,
+                "routing_selection_accuracy": self.routing_selection_accuracy,
                 "seconds": self.seconds}
 
 
@@ -201,10 +203,12 @@ def run_quickstart(options: QuickstartOptions) -> QuickstartSummary:
 
     logger.info("5/5 rollouts, router analysis and report")
     report_path, routing = write_quickstart_report(out, runs, names, sizes, options)
+    weighted, selections = routing.classification, routing.selection_classification
     summary = QuickstartSummary(
         report=report_path, datasets=names, runs=runs,
-        routing_accuracy=None if routing is None else routing.accuracy,
-        routing_chance=None if routing is None else routing.chance,
+        routing_accuracy=None if weighted is None else weighted.accuracy,
+        routing_chance=None if weighted is None else weighted.chance,
+        routing_selection_accuracy=None if selections is None else selections.accuracy,
         seconds=time.monotonic() - started,
     )
     with atomic_path(out / "summary.json") as tmp:
@@ -424,8 +428,8 @@ def trained_for(runs: list[ModelRun]) -> str:
 
 
 def write_quickstart_report(out: Path, runs: list[ModelRun], names: list[str], sizes: dict[str, int],
-                            options: QuickstartOptions) -> tuple[Path, ClassificationResult | None]:
-    """Rollouts, router analysis, figures and the report; returns ``(report.html path, classification)``."""
+                            options: QuickstartOptions) -> tuple[Path, RoutingAnalysis]:
+    """Rollouts, router analysis, figures and the report; returns ``(report.html path, router analysis)``."""
     models = {run.label: load_model_for_eval(run.checkpoint, device=options.device) for run in runs}
 
     report = Report("moepot quickstart: MoE-POT vs DPOT", out)
@@ -472,7 +476,7 @@ def write_quickstart_report(out: Path, runs: list[ModelRun], names: list[str], s
     analysis = analyze_routing(record)
     sections.routing_section(report, analysis, top_k=record.top_k)
     html_path = report.write()[1]
-    return html_path, analysis.classification
+    return html_path, analysis
 
 
 def read_first_rollouts(path: Path) -> dict[str, dict[str, np.ndarray]]:

@@ -8,12 +8,16 @@ decisions. This module records those decisions and tests the claim:
    ``last_topk_indices`` / ``last_topk_weights`` after the forward), giving a
    :class:`RoutingRecord`.
 2. :func:`routing_vectors` scatters the k weights of each layer onto all experts, one flat
-   vector per sample (``[N, L * E]``).
+   vector per sample (``[N, L * E]``); :func:`selection_vectors` keeps only which experts were
+   chosen (0/1, the same shape).
 3. :func:`usage_matrix` and :func:`usage_entropy` summarise how each dataset uses the experts.
 4. :func:`classify` cross-validates a simple classifier (nearest centroid or a small
    multinomial logistic regression, both written here; scikit-learn is not a dependency) that
    predicts the dataset from the routing vector, and reports accuracy, confusion matrix and the
-   chance level it should be compared with.
+   chance level it should be compared with. :func:`analyze_routing` runs it twice: on the
+   selections (the claim is about *which* experts are chosen) and on the weighted vectors (which
+   also see the weights: datasets that choose the same experts can still differ there);
+   :func:`routing_verdict` phrases the result from the selections-only accuracy.
 
 Everything except :func:`collect_routing` is pure numpy on the record.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -268,6 +273,18 @@ def routing_vectors(record: RoutingRecord) -> np.ndarray:
     return dense.reshape(n, n_layers * record.n_experts)
 
 
+def selection_vectors(record: RoutingRecord) -> np.ndarray:
+    """Which experts each sample chose: ``[N, L * E]`` float32.
+
+    Entry ``[n, l * E + e]`` is 1 when expert ``e`` is in layer ``l``'s top-k for sample ``n``,
+    else 0 (each layer's block sums to k): :func:`routing_vectors` without the weights.
+    """
+    n, n_layers, _ = record.indices.shape
+    selected = np.zeros((n, n_layers, record.n_experts), dtype=np.float32)
+    np.put_along_axis(selected, record.indices, 1.0, axis=2)
+    return selected.reshape(n, n_layers * record.n_experts)
+
+
 def usage_matrix(record: RoutingRecord) -> tuple[np.ndarray, np.ndarray]:
     """How each dataset uses each expert, per layer.
 
@@ -280,8 +297,7 @@ def usage_matrix(record: RoutingRecord) -> tuple[np.ndarray, np.ndarray]:
     """
     n_layers, n_datasets, n_experts = record.n_layers, len(record.names), record.n_experts
     dense = routing_vectors(record).reshape(-1, n_layers, n_experts)
-    selected = np.zeros_like(dense)
-    np.put_along_axis(selected, record.indices, 1.0, axis=2)
+    selected = selection_vectors(record).reshape(-1, n_layers, n_experts)
     frequency = np.full((n_layers, n_datasets, n_experts), np.nan)
     mean_weight = np.full((n_layers, n_datasets, n_experts), np.nan)
     for d in range(n_datasets):
@@ -340,7 +356,15 @@ class ClassificationResult:
             "chance": self.chance,
             "confusion": self.confusion.tolist(),
             "fold_accuracy": list(self.fold_accuracy),
+            "above_chance": self.above_chance,
         }
+
+    @property
+    def above_chance(self) -> bool:
+        """Whether the accuracy exceeds chance by more than two binomial standard deviations
+        (of an accuracy at the chance level measured on the ``confusion.sum()`` samples)."""
+        n = int(self.confusion.sum())
+        return self.accuracy > self.chance + 2 * math.sqrt(self.chance * (1 - self.chance) / max(n, 1))
 
 
 def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
@@ -477,8 +501,14 @@ class RoutingAnalysis:
     frequency: np.ndarray  # [L, D, E]
     mean_weight: np.ndarray  # [L, D, E]
     entropy: np.ndarray  # [L] bits
-    classification: ClassificationResult | None  # None when skipped (see classification_skipped)
+    classification: ClassificationResult | None  # on the weighted routing vectors; None when skipped
     classification_skipped: str | None = None  # why there is no classification, if there is none
+    selection_classification: ClassificationResult | None = None  # on the 0/1 selections only
+
+    @property
+    def verdict(self) -> str | None:
+        """The classification in words (:func:`routing_verdict`); None when it was skipped."""
+        return routing_verdict(self.selection_classification, self.classification)
 
     def to_dict(self) -> dict:
         """JSON-able summary (NaN rows of empty datasets become null)."""
@@ -494,6 +524,10 @@ class RoutingAnalysis:
             "frequency": clean(self.frequency),
             "mean_weight": clean(self.mean_weight),
             "classification": None if self.classification is None else self.classification.to_dict(),
+            "selection_classification": (
+                None if self.selection_classification is None else self.selection_classification.to_dict()
+            ),
+            "verdict": self.verdict,
             "classification_skipped": self.classification_skipped,
         }
 
@@ -503,14 +537,16 @@ def analyze_routing(
 ) -> RoutingAnalysis:
     """Usage matrices, entropies and the cross-validated dataset classifier of ``record``.
 
-    The classifier is skipped (``classification=None``, the reason in ``classification_skipped``
-    and logged) when fewer than two datasets have samples, or when a dataset has a single sample
+    The classifier runs twice with the same folds: on :func:`routing_vectors` (``classification``,
+    weights included) and on :func:`selection_vectors` (``selection_classification``, which experts
+    were chosen, the basis of :func:`routing_verdict`). It is skipped (both None, the reason in
+    ``classification_skipped`` and logged) when fewer than two datasets have samples, or when a dataset has a single sample
     (cross-validation would hold its class out of every training fold); ``folds`` is lowered to
     the number of samples when there are fewer.
     """
     frequency, mean_weight = usage_matrix(record)
     n_per_dataset = tuple(int((record.labels == d).sum()) for d in range(len(record.names)))
-    classification, skipped = None, None
+    classification, selection_classification, skipped = None, None, None
     singles = [name for name, n in zip(record.names, n_per_dataset) if n == 1]
     if sum(n > 0 for n in n_per_dataset) < 2:
         skipped = "it needs samples of at least two datasets"
@@ -520,13 +556,16 @@ def analyze_routing(
             f"{'has' if len(singles) == 1 else 'have'} 1"
         )
     else:
-        classification = classify(
-            routing_vectors(record),
-            record.labels,
-            folds=min(folds, record.n_samples),
-            method=method,
-            n_classes=len(record.names),
-            seed=seed,
+        classification, selection_classification = (
+            classify(
+                vectors,
+                record.labels,
+                folds=min(folds, record.n_samples),
+                method=method,
+                n_classes=len(record.names),
+                seed=seed,
+            )
+            for vectors in (routing_vectors(record), selection_vectors(record))
         )
     if skipped:
         logger.info("router classification skipped: %s", skipped)
@@ -538,4 +577,25 @@ def analyze_routing(
         entropy=usage_entropy(record),
         classification=classification,
         classification_skipped=skipped,
+        selection_classification=selection_classification,
     )
+
+
+def routing_verdict(
+    selections: ClassificationResult | None, weighted: ClassificationResult | None = None
+) -> str | None:
+    """What the classifiers say about the router, in words (None without a selections result).
+
+    The verdict follows the selections-only accuracy, since the claim is about which experts are
+    chosen; when only the weighted classifier beats chance, it says that the datasets differ in the
+    routing weights alone.
+    """
+    if selections is None:
+        return None
+    if selections.above_chance:
+        return "the dataset can be read off which experts the router chooses"
+    if weighted is not None and weighted.above_chance:
+        return ("the chosen experts do not reveal the dataset (selections-only accuracy at chance); "
+                "only the routing weights differ between the datasets")
+    return "no better than chance: the routing does not reveal the dataset"
+

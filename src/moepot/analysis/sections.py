@@ -6,7 +6,6 @@ appends the matching headings, tables and figures to a :class:`~moepot.analysis.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -26,23 +25,30 @@ def routing_section(report: Report, analysis: RoutingAnalysis, *, top_k: int = 4
     samples = ", ".join(f"{name} {n}" for name, n in zip(analysis.names, analysis.n_samples))
     report.text(
         f"Routing decisions of every MoE layer on test samples ({samples}). Each sample's routing "
-        f"vector holds, for every layer, the top-{top_k} weights scattered onto the {n_experts} experts."
+        f"vector holds, for every layer, the top-{top_k} weights scattered onto the {n_experts} experts "
+        f"(weighted) or only which {top_k} experts were chosen (selections, 0/1); the verdict follows the "
+        f"selections, since the question is which experts the router chooses."
     )
-    result = analysis.classification
-    if result is not None:
-        verdict = (
-            "the dataset can be read off the router's decisions"
-            if result.accuracy > result.chance + 2 * math.sqrt(result.chance * (1 - result.chance) / sum(analysis.n_samples))
-            else "no better than chance: the routing does not reveal the dataset"
-        )
+    selections, weighted = analysis.selection_classification, analysis.classification
+    if selections is not None and weighted is not None:
         report.heading("Dataset classification from routing vectors", 3)
         report.text(
-            f"A {result.method} classifier ({result.folds}-fold stratified cross-validation) predicts the "
-            f"dataset with accuracy {result.accuracy:.3f}; always guessing the largest dataset gives "
-            f"{result.chance:.3f} — {verdict}."
+            f"A {selections.method} classifier ({selections.folds}-fold stratified cross-validation) predicts "
+            f"the dataset from which experts each layer chose (0/1 selections only) with accuracy "
+            f"{selections.accuracy:.3f}, and from the weighted routing vectors (selections and their weights) "
+            f"with accuracy {weighted.accuracy:.3f}; always guessing the largest dataset gives "
+            f"{selections.chance:.3f} — {analysis.verdict}."
         )
-        report.figure(figures.confusion_figure(analysis, out / f"{prefix}routing_confusion.png"),
-                      "Confusion matrix (rows: true dataset, columns: predicted).")
+        report.table(
+            ["routing vector", "accuracy", "chance", "above chance"],
+            [[label, result.accuracy, result.chance, "yes" if result.above_chance else "no"]
+             for label, result in (("selections only (0/1)", selections), ("weighted (top-k weights)", weighted))],
+        )
+        report.figure(figures.confusion_figure(analysis, out / f"{prefix}routing_confusion_selections.png",
+                                               selections),
+                      "Confusion matrix of the selections-only classifier (rows: true dataset, columns: predicted).")
+        report.figure(figures.confusion_figure(analysis, out / f"{prefix}routing_confusion.png", weighted),
+                      "Confusion matrix of the weighted classifier (rows: true dataset, columns: predicted).")
     elif analysis.classification_skipped:
         report.heading("Dataset classification from routing vectors", 3)
         report.text(f"Not computed: {analysis.classification_skipped}.")
