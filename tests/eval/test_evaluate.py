@@ -87,6 +87,12 @@ def test_other_resolution_resizes_in_and_out(data_root, tmp_path):
     assert out["decay_flat"]["rel_l2_rollout"] == pytest.approx(roll, rel=1e-5)
     with h5py.File(save, "r") as handle:
         assert handle["decay_flat"]["pred"].shape == (2, 32, 32, T_TEST, 1)  # n_test trajectories
+        # the input windows on the data grid: the constant fields' first T_IN frames, u0 * RATE**t
+        inputs = handle["decay_flat"]["input"][:]
+        assert inputs.shape == (2, 32, 32, T_IN, 1)
+        assert inputs[:, :, :, 1:] == pytest.approx(inputs[:, :, :, :-1] * RATE, rel=1e-5)
+        assert handle.attrs["res"] == 32 and list(handle.attrs["model_grid"]) == [8, 8]
+        assert handle["decay_flat"].attrs["rel_l2_rollout"] == pytest.approx(roll, rel=1e-5)
         assert handle["decay_flat"]["mask"][0, 1, 1, 0, 0] == 0  # stored grid is every 2nd point
 
 

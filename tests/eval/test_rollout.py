@@ -51,10 +51,13 @@ def test_rollout_resize_applies_to_outputs_only():
 def test_save_rollouts_round_trip(tmp_path):
     arrays = {"a": {"pred": torch.rand(2, 3, 3, 4, 1), "target": torch.rand(2, 3, 3, 4, 1)}}
     path = tmp_path / "roll.hdf5"
-    save_rollouts(path, arrays)
+    save_rollouts(path, arrays, attrs={"res": 3, "checkpoint": "m.pt", "n_test": None},
+                  group_attrs={"a": {"dataset": "a", "rel_l2_step": 0.5}})
     with h5py.File(path, "r") as handle:
         for key, value in arrays["a"].items():
             torch.testing.assert_close(torch.from_numpy(handle["a"][key][:]), value)
+        assert dict(handle.attrs) == {"res": 3, "checkpoint": "m.pt"}  # None values left out
+        assert dict(handle["a"].attrs) == {"dataset": "a", "rel_l2_step": 0.5}
     assert [p.name for p in tmp_path.iterdir()] == ["roll.hdf5"]  # no temporary file left
 
 

@@ -234,3 +234,52 @@ def test_a_config_written_for_another_command_is_named(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         assert main(["pretrain", "--config", str(config), "--dry-run"]) == 0
     assert "written for evaluate" in caplog.text and "moepot evaluate" in caplog.text
+
+
+def test_evaluate_save_rollouts_round_trip(data_root, tmp_path, capsys):
+    """--save-rollouts: each group's inputs are the dataset's first T_in frames (from the generator
+    that wrote the files), the stored prediction's first bundle is the model's one-step prediction
+    on those inputs, the metrics and settings are attributes, and the command says where it wrote."""
+    import h5py
+    import numpy as np
+    from tiny_data import decay_trajectories
+
+    from moepot import build_model
+    from moepot.eval.rollout import predict
+    from moepot.models.registry import save_pretrained
+    from moepot.train.loop import load_model_for_eval
+
+    torch.manual_seed(0)
+    export = save_pretrained(build_model("moepot", img_size=16, patch_size=4, in_channels=2, out_channels=2,
+                                         in_timesteps=4, embed_dim=16, depth=1, n_blocks=2, modes=3,
+                                         out_layer_dim=8), tmp_path / "m.safetensors")  # fmt: skip
+    saved = tmp_path / "out" / "rollouts.hdf5"
+    common = ["evaluate", "--checkpoint", str(export), "--data", "decay_a", "decay_b", "--data-root",
+              str(data_root), "--n-test", "3", "--save-rollouts", str(saved)]
+    assert main([*common, "--json"]) == 0
+    captured = capsys.readouterr()
+    results = json.loads(captured.out)  # stdout stays pure JSON; the path goes to stderr
+    assert f"rollouts: {saved}" in captured.err
+    assert main(common) == 0
+    assert f"rollouts: {saved}" in capsys.readouterr().out
+
+    model = load_model_for_eval(export)
+    # the files of write_decay_mixture: (name, channels, rate, seed); test split seeds + 1000
+    truth = {"decay_a": decay_trajectories(4, 16, 8, 1, 0.8, 1 + 1000),
+             "decay_b": decay_trajectories(4, 16, 8, 2, 0.95, 2 + 1000)}
+    with h5py.File(saved, "r") as handle:
+        assert handle.attrs["t_in"] == 4 and handle.attrs["res"] == 16 and handle.attrs["n_test"] == 3
+        assert handle.attrs["checkpoint"] == str(export)
+        for name, trajectories in truth.items():
+            group = handle[name]
+            channels = trajectories.shape[-1]
+            inputs = group["input"][:]
+            assert inputs.shape == (3, 16, 16, 4, 2)
+            np.testing.assert_allclose(inputs[..., :channels], trajectories[:3, :, :, :4], rtol=1e-6)
+            with torch.no_grad(), model.inference_temperature():
+                one_step = predict(model, torch.from_numpy(inputs)).numpy()
+            np.testing.assert_allclose(group["pred"][:, :, :, :1], one_step, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(group["target"][:][..., :channels], trajectories[:3, :, :, 4:7], rtol=1e-6)
+            assert group.attrs["dataset"] == name and group.attrs["n_trajectories"] == 3
+            for metric, value in results[name].items():
+                assert group.attrs[metric] == pytest.approx(value)

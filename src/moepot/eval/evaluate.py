@@ -26,7 +26,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -77,14 +77,15 @@ def evaluate_dataset(
     """Score one dataset's test loader (items ``(x, y, mask, ...)``, ``y: [B, X, Y, t_test, C]``).
 
     Returns:
-        The metrics, and (when ``keep_rollouts``) ``{"pred", "target", "mask"}`` of this rank.
+        The metrics, and (when ``keep_rollouts``) ``{"input", "pred", "target", "mask"}`` of this
+        rank (``input``: the first ``T_in`` frames each rollout started from, on the data grid).
     """
     from moepot.train.distributed import DistInfo, all_reduce_sum
 
     info = dist_info or DistInfo()
     device = next(model.parameters()).device
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # step, rollout, teacher, count
-    kept: dict[str, list[torch.Tensor]] = {"pred": [], "target": [], "mask": []}
+    kept: dict[str, list[torch.Tensor]] = {"input": [], "pred": [], "target": [], "mask": []}
     for batch in loader:
         x, y, mask = (t.to(device) for t in batch[:3])
         data_grid = tuple(x.shape[1:3])
@@ -103,6 +104,7 @@ def evaluate_dataset(
             sums[2] += _teacher_forced(model, x, y, mask, bundle, to_model, to_data).double().sum()
         sums[3] += x.shape[0]
         if keep_rollouts:
+            kept["input"].append(x.cpu())
             kept["pred"].append(pred.cpu())
             kept["target"].append(y.cpu())
             kept["mask"].append(mask.cpu())
@@ -176,6 +178,7 @@ def evaluate_model(
     n_channels: int | None = None,
     teacher_forced: bool = False,
     save_path: str | os.PathLike | None = None,
+    save_attrs: Mapping[str, Any] | None = None,
     num_workers: int = 0,
     dist_info: Any = None,
 ) -> dict[str, dict[str, float]]:
@@ -192,7 +195,13 @@ def evaluate_model(
         batch_size: trajectories per batch.
         t_in, n_channels: override what ``model.config`` says.
         teacher_forced: also report ``rel_l2_teacher_forced``.
-        save_path: write the rollouts (pred, target, mask per dataset) to this HDF5 file.
+        save_path: write the rollouts to this HDF5 file: one group per dataset holding
+            ``input`` (the first ``T_in`` frames of each trajectory, ``[N, X, Y, T_in, C]``),
+            ``pred`` and ``target`` (``[N, X, Y, t_test, C]``) and ``mask``, all on the ``res``
+            grid, with the dataset's name, trajectory count and metrics as group attributes and
+            ``t_in``, ``res``, ``model_grid``, ``n_test`` (plus ``save_attrs``) as file
+            attributes. Under several processes, rank 0's share of the trajectories.
+        save_attrs: more file attributes of ``save_path`` (e.g. ``{"checkpoint": path}``).
 
     Returns:
         ``{dataset: {"rel_l2_step": float, "rel_l2_rollout": float, ...}}``.
@@ -247,5 +256,9 @@ def evaluate_model(
     finally:
         model.train(was_training)
     if save_path is not None and info.is_main:
-        save_rollouts(save_path, rollouts)
+        attrs = {"t_in": t_in, "res": res, "model_grid": list(grid) if grid else None, "n_test": n_test,
+                 **(save_attrs or {})}
+        group_attrs = {name: {"dataset": name, "n_trajectories": len(arrays["pred"]), **results[name]}
+                       for name, arrays in rollouts.items()}
+        save_rollouts(save_path, rollouts, attrs=attrs, group_attrs=group_attrs)
     return results

@@ -3,13 +3,14 @@
 The model sees the last ``T_in`` frames ``x: [B, X, Y, T_in, C]`` and returns
 ``T_bundle`` new frames; the window then drops its oldest ``T_bundle`` frames and appends the
 prediction, exactly as the original's training and evaluation loops do. Rollouts can be saved
-to HDF5 for plotting.
+to HDF5 (with their input windows and attributes) for plotting.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -69,18 +70,34 @@ def rollout(
     return torch.cat(bundles, dim=-2)[..., :steps, :]
 
 
-def save_rollouts(path: str | os.PathLike, rollouts: dict[str, dict[str, torch.Tensor]]) -> None:
+def save_rollouts(
+    path: str | os.PathLike,
+    rollouts: Mapping[str, Mapping[str, torch.Tensor]],
+    *,
+    attrs: Mapping[str, Any] | None = None,
+    group_attrs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
     """Write rollouts to one HDF5 file (atomically), one group per dataset.
 
     Args:
         path: output ``.hdf5`` file.
-        rollouts: ``{dataset: {"pred": [N, X, Y, T, C], "target": [N, X, Y, T, C],
-            "mask": [N, X, Y, 1, C], ...}}``; every tensor becomes a float32 dataset.
+        rollouts: ``{dataset: {"input": [N, X, Y, T_in, C], "pred": [N, X, Y, T, C],
+            "target": [N, X, Y, T, C], "mask": [N, X, Y, 1, C], ...}}``; every tensor becomes a
+            float32 dataset.
+        attrs: attributes of the file (``None`` values are left out).
+        group_attrs: ``{dataset: attributes}`` of each group (``None`` values left out).
     """
     import h5py
 
+    def set_attrs(target: Any, values: Mapping[str, Any] | None) -> None:
+        for key, value in (values or {}).items():
+            if value is not None:
+                target.attrs[key] = value
+
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
+        set_attrs(handle, attrs)
         for name, arrays in rollouts.items():
             group = handle.create_group(name)
+            set_attrs(group, (group_attrs or {}).get(name))
             for key, value in arrays.items():
                 group.create_dataset(key, data=value.detach().float().cpu().numpy())

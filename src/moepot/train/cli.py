@@ -13,6 +13,7 @@ import argparse
 import functools
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--n-test", type=positive_int, help="first N test trajectories of each dataset")
     parser.add_argument("--batch-size", type=positive_int, help="trajectories per batch (default 8)")
     parser.add_argument("--teacher-forced", action="store_true", help="also report the teacher-forced error")
-    parser.add_argument("--save-rollouts", metavar="FILE", type=output_file, help="write predictions and targets to HDF5")
+    parser.add_argument("--save-rollouts", metavar="FILE", type=output_file,
+                        help="write each dataset's input windows, predictions, targets and mask to HDF5, "
+                             "with the settings and metrics as attributes")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ...")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(func=run_evaluate)
@@ -209,10 +212,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
         batch_size=settings["batch_size"],
         teacher_forced=args.teacher_forced,
         save_path=args.save_rollouts,
+        save_attrs={"checkpoint": str(settings["checkpoint"])},
     )
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         for name, values in results.items():
             print(f"{name}: " + "  ".join(f"{k} {v:.5f}" for k, v in values.items()))
+    if args.save_rollouts:  # on stderr under --json, whose stdout is the results alone
+        print(f"rollouts: {args.save_rollouts}", file=sys.stderr if args.json else sys.stdout)
     return 0
