@@ -400,6 +400,23 @@ def test_defaults_are_the_original_pretraining_settings():
     assert cfg.mask_padded_channels is False and cfg.temperature_decay == "forward"
 
 
+@pytest.mark.parametrize("block", ["tasks:", "tasks: {}", "tasks: []"])
+def test_an_empty_tasks_block_is_one_task_with_a_warning(tmp_path, caplog, block):
+    """The original's scheduler runs the file's keys as one task when the block is empty (docs:
+    'exactly as in the original'); the file is named in a warning rather than passing silently."""
+    config = tmp_path / "sweep.yaml"
+    config.write_text(f"lr: 0.01\n{block}\n")
+    with caplog.at_level(logging.WARNING):
+        configs = load_config(config)
+    assert len(configs) == 1 and configs[0].lr == 0.01
+    assert any(str(config) in r.getMessage() and "tasks block is empty" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    config.write_text("lr: 0.01\n")
+    with caplog.at_level(logging.WARNING):
+        load_config(config)
+    assert "tasks block is empty" not in caplog.text
+
+
 def test_tasks_key_is_refused_by_from_dict():
     assert "tasks" in config_error({"tasks": {"lr": [1e-3]}})
 

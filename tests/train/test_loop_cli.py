@@ -90,6 +90,36 @@ def test_original_yaml_with_tasks_runs_one_directory_per_task(data_root, tmp_pat
     assert all(set(v) == {"rel_l2_step", "rel_l2_rollout"} for v in results.values())
 
 
+def test_a_bad_dataset_id_in_a_later_task_stops_the_sweep_before_any_task_trains(data_root, tmp_path, capsys):
+    """Task 2 trains on 'decay_c', an id no catalogue read holds: --dry-run and the sweep itself
+    fail at once naming the task, the key, the id and the close matches; task 1 never runs."""
+    config = tmp_path / "pretrain_tiny.yaml"
+    config.write_text(ORIGINAL_STYLE.replace("  patch_size: [4, 4]", "  patch_size: [4, 4]\n"
+                                             "  train_paths: [[decay_a, decay_b], [decay_a, decay_c]]"))
+    runs = tmp_path / "runs"
+    common = ["pretrain", "--config", str(config), "--data-root", str(data_root), "--run-dir", str(runs),
+              "--set", "max_steps=1", "--set", "n_test=1"]
+    for extra in (["--dry-run"], []):
+        assert main([*common, *extra]) == 2
+        captured = capsys.readouterr()
+        assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+        assert f"{config} (task 2 of 2): key 'train_paths': unknown dataset id 'decay_c'" in captured.err
+        assert "did you mean" in captured.err and "decay_a" in captured.err.split("did you mean")[1]
+        assert "task 1/2" not in captured.out
+    assert not runs.exists()  # task 1 did not train
+    # test ids too, and a value from --set is named as such
+    assert main([*common, "--dry-run", "--set", "test_paths=[decay_b, decay_bb]"]) == 2
+    assert "(task 1 of 2): --set test_paths=...: unknown dataset id 'decay_bb'" in capsys.readouterr().err
+
+    # --catalog is read: the id it defines passes
+    extra = tmp_path / "extra_catalog.yaml"
+    extra.write_text("decay_c:\n  train_path: decay_a_train.hdf5\n  test_path: decay_a_test.hdf5\n"
+                     "  train_size: 8\n  test_size: 4\n  scatter: false\n  t_in: 4\n  t_test: 3\n"
+                     "  t_total: 8\n  in_size: [16, 16]\n  n_channels: 1\n  downsample: [1, 1]\n")
+    assert main([*common, "--dry-run", "--catalog", str(extra)]) == 0
+    assert "task 2/2" in capsys.readouterr().out
+
+
 def test_bad_config_is_one_line_error(tmp_path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text("lr_methd: cycle\n")
@@ -104,10 +134,10 @@ def test_resume_auto_needs_a_run_directory(tmp_path, capsys):
     assert "--resume auto continues the run in --run-dir" in capsys.readouterr().err
 
 
-def test_tasks_sharing_the_configs_run_dir_get_a_directory_each(tmp_path, capsys):
+def test_tasks_sharing_the_configs_run_dir_get_a_directory_each(data_root, tmp_path, capsys):
     config = tmp_path / "pretrain_tiny.yaml"
     config.write_text(ORIGINAL_STYLE + f"run_dir: {tmp_path / 'shared'}\n")
-    assert main(["pretrain", "--config", str(config), "--resume", "auto", "--dry-run"]) == 0
+    assert main(["pretrain", "--config", str(config), "--resume", "auto", "--dry-run", "--data-root", str(data_root)]) == 0
     dirs = [line.split(": ", 1)[1] for line in capsys.readouterr().out.splitlines() if "run directory" in line]
     assert len(dirs) == len(set(dirs)) == 2
     assert all(d.startswith(str(tmp_path / "shared") + "/task") for d in dirs)
@@ -228,11 +258,11 @@ def test_evaluate_does_not_take_a_fine_tuning_configs_starting_point(tmp_path, c
     assert "give --checkpoint" in capsys.readouterr().err and "written for finetune" in caplog.text
 
 
-def test_a_config_written_for_another_command_is_named(tmp_path, caplog):
+def test_a_config_written_for_another_command_is_named(data_root, tmp_path, caplog):
     config = tmp_path / "eval.yaml"
     config.write_text("file: evaluate.py\ntrain_paths: [decay_a]\n")
     with caplog.at_level("WARNING"):
-        assert main(["pretrain", "--config", str(config), "--dry-run"]) == 0
+        assert main(["pretrain", "--config", str(config), "--dry-run", "--data-root", str(data_root)]) == 0
     assert "written for evaluate" in caplog.text and "moepot evaluate" in caplog.text
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from moepot.errors import ConfigError
 from moepot.train import tasks as tasks_module
 from moepot.train.config import TrainConfig
-from moepot.train.tasks import available_devices, describe_tasks, expand_tasks, run_tasks
+from moepot.train.tasks import available_devices, check_dataset_ids, describe_tasks, expand_tasks, run_tasks
 
 # ---------------------------------------------------------------- expansion
 
@@ -44,8 +44,9 @@ def test_only_scalars_make_one_task():
     assert expand_tasks({"lr": 1, "tasks": {"lr": 2, "res": 64}}) == [{"lr": 2, "res": 64}]
 
 
-@pytest.mark.parametrize("tasks", [None, {}])
+@pytest.mark.parametrize("tasks", [None, {}, []])
 def test_no_tasks_block_is_one_task(tasks):
+    """As the original scheduler (``if task_params: ... else: one task``): an empty block too."""
     raw = {"lr": 0.1, "tasks": tasks} if tasks is not None else {"lr": 0.1}
     assert expand_tasks(raw) == [{"lr": 0.1}]
 
@@ -104,6 +105,22 @@ def test_expansion_matches_the_original_scheduler(base, n, columns, data):
     grid = {key: data.draw(st.lists(small_values, min_size=n, max_size=n)) for key in columns}
     raw = {**base, "tasks": grid}
     assert expand_tasks(raw) == original_scheduler_expansion(raw)
+
+
+# ---------------------------------------------------------------- dataset ids
+
+
+def test_dataset_ids_of_every_task_are_checked_against_the_catalogue(tmp_path):
+    good = TrainConfig(train_paths=["swe_pdb", "dr_pdb"], data_root=str(tmp_path))
+    check_dataset_ids([good, good], "sweep.yaml")  # built-in ids: nothing to say
+    late = good.model_copy(update={"test_paths": ["dr_pdb", "swe_pbd"]})
+    with pytest.raises(ConfigError) as info:
+        check_dataset_ids([good, good, late], "sweep.yaml")
+    message = str(info.value)
+    assert message.startswith("sweep.yaml (task 3 of 3): key 'test_paths': unknown dataset id 'swe_pbd'")
+    assert "did you mean swe_pdb" in message
+    with pytest.raises(ConfigError, match=r"^one.yaml: --set train_paths=\.\.\.: unknown dataset id 'x'"):
+        check_dataset_ids([good.model_copy(update={"train_paths": ["x"]})], "one.yaml", frozenset({"train_paths"}))
 
 
 # ---------------------------------------------------------------- describe (dry run)

@@ -119,9 +119,12 @@ def prepare_configs(args: argparse.Namespace, command: str) -> list:
 
 
 def run_training(args: argparse.Namespace, command: str) -> int:
-    from moepot.train.tasks import describe_tasks, run_tasks
+    from moepot.train.config import parse_overrides
+    from moepot.train.tasks import check_dataset_ids, describe_tasks, run_tasks
 
     configs = prepare_configs(args, command)
+    # every task's dataset ids, before the first one trains (and in --dry-run)
+    check_dataset_ids(configs, args.config, frozenset(parse_overrides(args.overrides)))
     if args.dry_run:
         for line in describe_tasks(configs):
             print(line)

@@ -618,6 +618,9 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> list[TrainCo
         tasks = expand_tasks(raw)
     except ConfigError as exc:
         raise ConfigError(f"{file}: {exc}") from None
+    if "tasks" in raw and raw["tasks"] in (None, {}, []):
+        logger.warning("%s: the tasks block is empty, so the file's other keys run as one task (as in the "
+                       "original); list one value per task under it for a sweep, or remove it", file)
     # Warn once per file about the original's infrastructure keys, not once per task.
     ignored = {
         key: value

@@ -47,7 +47,8 @@ def expand_tasks(raw: Mapping[str, Any]) -> list[dict[str, Any]]:
 
     Returns:
         One dict per task: ``raw`` without ``tasks``, updated with the task's values. Without
-        a ``tasks`` block (or with an empty one) a single task.
+        a ``tasks`` block, or with an empty one (``tasks:``, ``tasks: {}``, ``tasks: []``), a
+        single task, as the original's scheduler does (``load_config`` warns about the empty block).
 
     Raises:
         ConfigError: ``tasks`` is not a mapping, a list is empty, or the lists differ in length
@@ -57,8 +58,8 @@ def expand_tasks(raw: Mapping[str, Any]) -> list[dict[str, Any]]:
         raise ConfigError(f"expected a mapping of keys to values, got {type(raw).__name__}")
     base = {key: value for key, value in raw.items() if key != "tasks"}
     grid = raw.get("tasks")
-    if grid is None or (isinstance(grid, Mapping) and not grid):
-        return [base]
+    if grid is None or (isinstance(grid, Mapping | list) and not grid):
+        return [base]  # the original's scheduler: an empty block runs the file's keys as one task
     if not isinstance(grid, Mapping):
         raise ConfigError(f"'tasks' must map keys to lists of per-task values, got {type(grid).__name__}")
     for key in grid:
@@ -83,6 +84,36 @@ def expand_tasks(raw: Mapping[str, Any]) -> list[dict[str, Any]]:
         {**base, **{key: values[i] if isinstance(values, list) else values for key, values in grid.items()}}
         for i in range(n_tasks)
     ]
+
+
+DATASET_KEYS = ("train_paths", "test_paths")  # config keys that hold catalogue dataset ids
+
+
+def check_dataset_ids(configs: Sequence[TrainConfig], source: str, set_keys: frozenset[str] = frozenset()) -> None:
+    """Check every task's ``train_paths`` and ``test_paths`` against its catalogue (the built-in
+    entries, ``<data_root>/catalog.yaml`` and the task's ``catalog``), before any task trains.
+
+    Raises:
+        ConfigError: the first unknown id, naming ``source``, the task (when there are several),
+            the key (``--set key=...`` when it is in ``set_keys``, the keys given with ``--set``)
+            and the id, with the catalogue's close matches.
+    """
+    from moepot.data.catalog import load_catalog
+
+    catalogs: dict[tuple[Any, Any], Any] = {}
+    for i, config in enumerate(configs):
+        where = source if len(configs) == 1 else f"{source} (task {i + 1} of {len(configs)})"
+        place = (config.catalog, config.data_root)
+        if place not in catalogs:
+            catalogs[place] = load_catalog(*place)
+        catalog = catalogs[place]
+        for key in DATASET_KEYS:
+            for name in getattr(config, key) or ():
+                try:
+                    catalog[name]  # its message names the id, the catalogues and the close matches
+                except MoepotError as exc:
+                    given = f"--set {key}=..." if key in set_keys else f"key {key!r}"
+                    raise ConfigError(f"{where}: {given}: {exc}") from None
 
 
 def describe_tasks(configs: Sequence[TrainConfig]) -> list[str]:
