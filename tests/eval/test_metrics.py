@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from moepot.eval.metrics import relative_l2
+from moepot.eval.metrics import format_error, relative_l2
 
 
 def loop_relative_l2(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -58,3 +58,17 @@ def test_masked_out_points_and_channels_do_not_count():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="differ"):
         relative_l2(torch.zeros(1, 2, 2, 1, 1), torch.zeros(1, 2, 2, 2, 1))
+
+
+@pytest.mark.parametrize("value", [0.99995, 0.999949, 1.23456, 0.0123456, 0.00987654, 1.234567e-5, 42.0])
+def test_format_error_keeps_four_significant_digits(value):
+    """Read back, the text is within half a unit of the 4th significant digit (``%.4g`` printed
+    0.99995 as '1')."""
+    text = format_error(value)
+    assert abs(float(text) - value) <= 0.5 * 10 ** (np.floor(np.log10(value)) - 3) + 1e-15
+    assert (float(text) < 1) == (value < 1)
+
+
+def test_format_error_of_zero_and_non_finite_values():
+    assert float(format_error(0.0)) == 0.0
+    assert format_error(float("nan")) == "nan" and format_error(float("inf")) == "inf"

@@ -3,10 +3,13 @@
 For every sample and channel: ``‖mask·(pred − target)‖₂ / (‖mask·target‖₂ + 1e-8)`` over all grid
 points and time steps, then the mean over the channels the mask keeps (a channel is kept when
 its mask has any non-zero entry). Without a mask every channel counts. The training loss is the
-sum of this over the batch; the evaluation metrics are its means.
+sum of this over the batch; the evaluation metrics are its means. :func:`format_error` is how
+``moepot evaluate`` and the training log print them.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -39,3 +42,15 @@ def relative_l2(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | N
     diff_norm = torch.linalg.vector_norm((pred - target).reshape(batch, -1, channels), dim=1)  # [B, C]
     target_norm = torch.linalg.vector_norm(target.reshape(batch, -1, channels), dim=1) + EPS  # [B, C]
     return (diff_norm / target_norm).sum(dim=-1) / kept_channels
+
+
+def format_error(value: float) -> str:
+    """An error as printed by ``moepot evaluate`` and the training log: at least 4 significant digits.
+
+    Five decimals from 0.01 up (``0.99995``, where ``%.4g`` shows ``1``), scientific notation with
+    4 significant digits below (``1.235e-04``); NaN and infinity as ``nan`` / ``inf``.
+    """
+    value = float(value)
+    if math.isfinite(value) and value != 0 and abs(value) < 0.01:
+        return f"{value:.3e}"
+    return f"{value:.5f}"

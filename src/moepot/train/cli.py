@@ -200,6 +200,7 @@ def evaluation_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from moepot.eval.evaluate import evaluate_model
+    from moepot.eval.metrics import format_error
     from moepot.train.loop import load_model_for_eval
 
     settings = evaluation_settings(args)
@@ -221,7 +222,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=2))
     else:
         for name, values in results.items():
-            print(f"{name}: " + "  ".join(f"{k} {v:.5f}" for k, v in values.items()))
+            print(f"{name}: " + "  ".join(f"{k} {format_error(v)}" for k, v in values.items()))
     if args.save_rollouts:  # on stderr under --json, whose stdout is the results alone
         print(f"rollouts: {args.save_rollouts}", file=sys.stderr if args.json else sys.stdout)
     return 0

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from moepot.eval.metrics import format_error
 from moepot.io import atomic_path
 
 log = logging.getLogger("moepot.train")
@@ -79,7 +80,7 @@ class RunLogger:
             for key, value in values.items():
                 self.scalar(f"test/{key}/{name}", value, record["step"])
         summary = ", ".join(
-            f"{name}: step {v['rel_l2_step']:.4g} rollout {v['rel_l2_rollout']:.4g}"
+            f"{name}: step {format_error(v['rel_l2_step'])} rollout {format_error(v['rel_l2_rollout'])}"
             for name, v in record["metrics"].items()
         )
         log.info("eval at step %d (epoch %d): %s", record["step"], record["epoch"], summary)
