@@ -52,6 +52,7 @@ def test_info_on_our_safetensors_checkpoint(capsys, tmp_path):
     info = json.loads(capsys.readouterr().out)
     assert info["total_params"] == sum(p.numel() for p in model.parameters())
     assert info["config"] == model.config.to_dict()
+    assert "training" not in info  # an export, not a training checkpoint
 
 
 def test_info_on_the_largest_preset_stays_light():
@@ -82,3 +83,40 @@ def test_info_text_shows_a_small_models_size_in_thousands(tmp_path, capsys):
     assert line.endswith(f"{n:,} ({n / 1000:.1f}k)")
     assert main(["info", "moepot-ti"]) == 0  # millions keep the papers' one-decimal M (README table)
     assert "(30.2M)" in capsys.readouterr().out
+
+
+def test_info_on_a_run_directory_reads_its_last_checkpoint(tmp_path, capsys):
+    """A run directory stands for its last checkpoint (checkpoints/last.pt, what --resume reads):
+    of two saves, step 5's. The output names that file, the step, epoch and training datasets."""
+    from moepot import build_model
+    from moepot.train.checkpoint import CheckpointManager
+
+    run = tmp_path / "runs" / "demo"
+    manager = CheckpointManager(run)
+    for step, width in ((3, 16), (5, 32)):  # the later checkpoint holds a wider model
+        model = build_model("moepot", img_size=16, patch_size=4, embed_dim=width, depth=1, n_blocks=2, modes=2)
+        manager.save({"model": model.state_dict(), "model_config": model.config.to_dict(), "step": step,
+                      "epoch": step // 2, "complete": step == 5,
+                      "config": {"train_paths": ["swe_pdb", "dr_pdb"], "test_paths": ["swe_pdb"]}}, step=step)
+    last = run / "checkpoints" / "last.pt"
+    assert main(["info", str(run), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["checkpoint"] == str(last) and info["run_dir"] == str(run)
+    assert info["total_params"] == sum(p.numel() for p in model.parameters())  # step 5's model
+    assert info["config"]["embed_dim"] == 32
+    assert info["training"] == {"step": 5, "epoch": 2, "complete": True, "train_paths": ["swe_pdb", "dr_pdb"],
+                                "test_paths": ["swe_pdb"]}
+
+    assert main(["info", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert f"checkpoint: {last} (the last checkpoint of run directory {run})" in out
+    assert "training checkpoint: step 5, epoch 2, finished" in out and "trained on: swe_pdb, dr_pdb" in out
+    # the step file itself, given directly, shows its own step
+    assert main(["info", str(manager.step_path(3)), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["training"]["step"] == 3
+
+
+def test_info_on_a_directory_without_a_checkpoint_is_one_line(tmp_path, capsys):
+    assert main(["info", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "checkpoints" / "last.pt") in err and "Traceback" not in err

@@ -38,6 +38,8 @@ CONFIG_METADATA_KEY = "moepot_config"
 EXTRA_METADATA_KEY = "moepot_extra"
 CHECKSUM_METADATA_KEY = "moepot_sha256"  # safetensors exports: payload_digest of the state dict
 CHECKSUM_KEY = "checksum"  # torch files of ours: payload_digest of every other entry
+TRAIN_CHECKPOINT_FORMAT = "moepot-train-checkpoint"  # the "format" of moepot.train.checkpoint's files
+TRAINING_KEYS = ("step", "epoch", "complete")  # what WeightsFile.training keeps of a training checkpoint
 _STRIP_PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -50,6 +52,9 @@ class WeightsFile:
     config: dict[str, Any] | None = None  # ours: the saved ModelConfig dict
     args: dict[str, Any] = field(default_factory=dict)  # official: vars(args)
     extra: dict[str, Any] | None = None
+    # a training checkpoint's progress: step, epoch, complete and the config's train_paths /
+    # test_paths (those it stores); None for other files
+    training: dict[str, Any] | None = None
 
 
 def read_weights(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> WeightsFile:
@@ -130,7 +135,14 @@ def _read_torch(path: Path, map_location: str | torch.device) -> WeightsFile:
     config = payload.get("model_config", payload.get("config"))
     if config is not None and not (isinstance(config, dict) and "name" in config):
         config = None  # e.g. a training config, not a model config
-    return WeightsFile(path, strip_prefixes(state), config=config, args=args, extra=payload.get("extra"))
+    training = None
+    if payload.get("format") == TRAIN_CHECKPOINT_FORMAT:
+        run_config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
+        training = {key: payload[key] for key in TRAINING_KEYS if key in payload}
+        training.update({key: list(run_config[key]) for key in ("train_paths", "test_paths")
+                         if isinstance(run_config.get(key), list | tuple)})
+    return WeightsFile(path, strip_prefixes(state), config=config, args=args, extra=payload.get("extra"),
+                       training=training)
 
 
 def _ratio_for(hidden: int, d: int, stated: Any = None) -> float:

@@ -1,13 +1,18 @@
-"""``moepot info NAME_OR_CHECKPOINT [--json]``: architecture and parameter counts.
+"""``moepot info NAME_OR_CHECKPOINT_OR_RUN_DIR [--json]``: architecture and parameter counts.
 
 Counts are taken on the meta device (no weights allocated), so even ``moepot info dpot-h`` is
-instant; a checkpoint's tensors are not read either, only their shapes.
+instant; a checkpoint's tensors are not read either, only their shapes. A run directory stands
+for its last checkpoint (``checkpoints/last.pt``, as ``--resume`` reads it); a training
+checkpoint also shows its step, epoch and datasets.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
+from moepot.errors import CheckpointError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,12 +20,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "info",
         help="architecture summary and parameter counts of a preset or checkpoint",
         description="Print the architecture, the total parameters and the parameters active per "
-        "forward (MoE: top_k of the routed experts per layer) of a model preset or checkpoint file.",
+        "forward (MoE: top_k of the routed experts per layer) of a model preset, a checkpoint file or "
+        "a run directory (its last checkpoint, checkpoints/last.pt); a training checkpoint also shows "
+        "its step and datasets.",
     )
     parser.add_argument(
         "model",
         metavar="NAME_OR_CHECKPOINT",
-        help="a preset (moepot-ti, dpot-m, fno, ...) or a checkpoint file",
+        help="a preset (moepot-ti, dpot-m, fno, ...), a checkpoint file or a run directory",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run_info)
@@ -29,7 +36,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_info(args: argparse.Namespace) -> int:
     from moepot.models.registry import describe_source
 
-    info = describe_source(args.model)
+    source, run_dir = args.model, None
+    if Path(source).is_dir():
+        from moepot.train.checkpoint import CheckpointManager
+
+        run_dir, source = source, CheckpointManager.run_checkpoint(source)
+        if not source.is_file():
+            raise CheckpointError(
+                f"{run_dir} is a directory but not a run directory with a checkpoint: {source} does not exist"
+            )
+    info = describe_source(str(source))
+    if run_dir is not None:
+        info["run_dir"] = str(run_dir)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -53,8 +71,19 @@ def format_info(info: dict) -> str:
     """Human-readable summary of :func:`moepot.models.registry.describe` output."""
     cfg = info["config"]
     lines = [f"model: {info['name']} ({info['family']})"]
-    if "checkpoint" in info:
+    if "run_dir" in info:
+        lines.append(f"checkpoint: {info['checkpoint']} (the last checkpoint of run directory {info['run_dir']})")
+    elif "checkpoint" in info:
         lines.append(f"checkpoint: {info['checkpoint']}")
+    training = info.get("training")
+    if training:
+        progress = [f"{key} {training[key]}" for key in ("step", "epoch") if key in training]
+        if "complete" in training:
+            progress.append("finished" if training["complete"] else "not finished")
+        lines.append("training checkpoint: " + (", ".join(progress) or "no progress stored"))
+        for key, label in (("train_paths", "trained on"), ("test_paths", "tested on")):
+            if key in training:
+                lines.append(f"  {label}: {', '.join(training[key])}")
     lines.append(f"total parameters:     {info['total_params']:>14,} ({short_count(info['total_params'])})")
     lines.append(f"activated per sample: {info['activated_params']:>14,} ({short_count(info['activated_params'])})")
     lines.append("config:")

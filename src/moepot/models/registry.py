@@ -28,6 +28,7 @@ from moepot.models.checkpoints import (
     CHECKSUM_METADATA_KEY,
     CONFIG_METADATA_KEY,
     EXTRA_METADATA_KEY,
+    WeightsFile,
     describe_mismatch,
     infer_config,
     payload_digest,
@@ -244,22 +245,34 @@ def save_pretrained(
 
 
 def describe_source(source: str) -> dict[str, Any]:
-    """``describe`` a preset name or a checkpoint file (architecture inferred or read)."""
+    """``describe`` a preset name or a checkpoint file (architecture inferred or read).
+
+    A training checkpoint adds ``training``: its ``step``, ``epoch``, ``complete`` and the
+    ``train_paths`` / ``test_paths`` of its run (those it stores).
+    """
     if source.lower() in PRESETS or source.lower() in FAMILIES:
         return describe(resolve_config(source))
     if not Path(source).is_file():
         raise ConfigError(
             f"{source!r} is neither a model preset ({', '.join(PRESETS)}) nor a checkpoint file"
         )
-    info = describe(checkpoint_config(source))
+    weights = read_weights(source, map_location="meta")  # shapes only, no tensor data
+    info = describe(_weights_config(weights))
     info["checkpoint"] = str(source)
+    if weights.training is not None:
+        info["training"] = weights.training
     return info
 
 
 def checkpoint_config(path: str | os.PathLike) -> ModelConfig:
     """The architecture of a checkpoint file (ours: stored; official: inferred from the shapes),
     read without loading any tensor data."""
-    weights = read_weights(path, map_location="meta")  # shapes only, no tensor data
+    return _weights_config(read_weights(path, map_location="meta"))  # shapes only, no tensor data
+
+
+def _weights_config(weights: WeightsFile) -> ModelConfig:
+    """The architecture of a read checkpoint: stored (ours) or inferred from the shapes (official)."""
+    source = f"checkpoint {weights.path}"
     if weights.config is not None:
-        return ModelConfig.from_dict(runnable_stored_config(weights.config, f"checkpoint {path}"))
-    return preset_name_for(infer_config(weights.state_dict, weights.args, source=f"checkpoint {path}"))
+        return ModelConfig.from_dict(runnable_stored_config(weights.config, source))
+    return preset_name_for(infer_config(weights.state_dict, weights.args, source=source))

@@ -42,11 +42,17 @@ import torch
 
 from moepot.errors import CheckpointError, OutputError
 from moepot.io import atomic_path, make_dirs
-from moepot.models.checkpoints import CHECKSUM_KEY, describe_load_failure, payload_digest, verify_checksum
+from moepot.models.checkpoints import (
+    CHECKSUM_KEY,
+    TRAIN_CHECKPOINT_FORMAT,
+    describe_load_failure,
+    payload_digest,
+    verify_checksum,
+)
 
 log = logging.getLogger(__name__)
 
-FORMAT = "moepot-train-checkpoint"
+FORMAT = TRAIN_CHECKPOINT_FORMAT
 VERSION = 2  # 2: with a checksum; version 1 files (none) still load
 PAUSE_ENV = "MOEPOT_TEST_CHECKPOINT_PAUSE"
 
@@ -222,6 +228,12 @@ class CheckpointManager:
         """Point ``best.pt`` at the step file of ``step`` (which must exist)."""
         _publish(self.step_path(step), self.best)
 
+    @staticmethod
+    def run_checkpoint(run_dir: str | os.PathLike) -> Path:
+        """The checkpoint a run directory stands for: its last one (``checkpoints/last.pt``, the
+        final one of a finished run), as ``--resume`` and ``moepot info`` read it."""
+        return CheckpointManager(run_dir).last
+
     def resolve_resume(self, resume: str | os.PathLike | None) -> Path | None:
         """``"auto"`` -> ``last.pt`` if present (else None); a path -> that file."""
         if resume is None or resume == "":
@@ -230,7 +242,7 @@ class CheckpointManager:
             return self.last if self.last.is_file() else None
         path = Path(resume)
         if path.is_dir():  # a run directory
-            path = CheckpointManager(path).last
+            path = self.run_checkpoint(path)
         if not path.is_file():
             raise CheckpointError(f"--resume: checkpoint {path} does not exist")
         return path
