@@ -266,6 +266,36 @@ def test_a_config_written_for_another_command_is_named(data_root, tmp_path, capl
     assert "written for evaluate" in caplog.text and "moepot evaluate" in caplog.text
 
 
+def test_evaluate_and_route_take_a_run_directory_for_its_last_checkpoint(data_root, tmp_path, capsys):
+    """``--checkpoint RUN_DIR`` evaluates the run's checkpoints/last.pt (of two saves, the later
+    one): the same numbers as naming that file; a directory without one is a one-line error."""
+    from moepot import build_model
+    from moepot.train.checkpoint import CheckpointManager
+
+    run = tmp_path / "runs" / "demo"
+    manager = CheckpointManager(run)
+    for step, seed in ((3, 0), (5, 1)):
+        torch.manual_seed(seed)
+        model = build_model("moepot", img_size=16, patch_size=4, in_channels=2, out_channels=2, in_timesteps=4,
+                            embed_dim=16, depth=1, n_blocks=2, modes=3, out_layer_dim=8)  # fmt: skip
+        manager.save({"model": model.state_dict(), "model_config": model.config.to_dict(), "step": step}, step=step)
+    common = ["evaluate", "--data", "decay_a", "--data-root", str(data_root), "--n-test", "2", "--json"]
+    results = {}
+    for name, checkpoint in (("run", run), ("last", manager.last), ("first", manager.step_path(3))):
+        assert main([*common, "--checkpoint", str(checkpoint)]) == 0
+        results[name] = json.loads(capsys.readouterr().out)
+    assert results["run"] == results["last"] != results["first"]
+
+    empty = tmp_path / "runs" / "empty"
+    empty.mkdir()
+    assert main([*common, "--checkpoint", str(empty)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a run directory with a checkpoint" in err
+    assert main(["route", "--checkpoint", str(empty), "--data", "decay_a", "decay_b", "--data-root", str(data_root),
+                 "--out", str(tmp_path / "route")]) == 2  # fmt: skip
+    assert "not a run directory with a checkpoint" in capsys.readouterr().err
+
+
 def test_evaluate_save_rollouts_round_trip(data_root, tmp_path, capsys):
     """--save-rollouts: each group's inputs are the dataset's first T_in frames (from the generator
     that wrote the files), the stored prediction's first bundle is the model's one-step prediction

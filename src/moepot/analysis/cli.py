@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(report.md, report.html, routing.json)."
         ),
     )
-    route.add_argument("--checkpoint", required=True, help="MoE-POT checkpoint (ours or an official .pth)")
+    route.add_argument("--checkpoint", required=True,
+                       help="MoE-POT checkpoint (ours, a run directory for its last checkpoint, or an official .pth)")
     route.add_argument("--data", nargs="+", required=True, metavar="NAME", help="catalogue dataset names")
     route.add_argument("--data-root", help="data root (default $MOEPOT_DATA_ROOT or the current directory)")
     route.add_argument("--catalog", help="extra catalogue file")

@@ -12,8 +12,6 @@ import argparse
 import json
 from pathlib import Path
 
-from moepot.errors import CheckpointError
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -40,11 +38,7 @@ def run_info(args: argparse.Namespace) -> int:
     if Path(source).is_dir():
         from moepot.train.checkpoint import CheckpointManager
 
-        run_dir, source = source, CheckpointManager.run_checkpoint(source)
-        if not source.is_file():
-            raise CheckpointError(
-                f"{run_dir} is a directory but not a run directory with a checkpoint: {source} does not exist"
-            )
+        run_dir, source = source, CheckpointManager.checkpoint_of(source)
     info = describe_source(str(source))
     if run_dir is not None:
         info["run_dir"] = str(run_dir)

@@ -234,6 +234,21 @@ class CheckpointManager:
         final one of a finished run), as ``--resume`` and ``moepot info`` read it."""
         return CheckpointManager(run_dir).last
 
+    @staticmethod
+    def checkpoint_of(source: str | os.PathLike) -> Path:
+        """``source`` itself for a file; for a run directory its :meth:`run_checkpoint`, which must
+        exist (a ``CheckpointError`` naming both otherwise). What ``moepot info``, ``evaluate`` and
+        ``route`` accept as a checkpoint."""
+        path = Path(source)
+        if not path.is_dir():
+            return path
+        checkpoint = CheckpointManager.run_checkpoint(path)
+        if not checkpoint.is_file():
+            raise CheckpointError(
+                f"{path} is a directory but not a run directory with a checkpoint: {checkpoint} does not exist"
+            )
+        return checkpoint
+
     def resolve_resume(self, resume: str | os.PathLike | None) -> Path | None:
         """``"auto"`` -> ``last.pt`` if present (else None); a path -> that file."""
         if resume is None or resume == "":

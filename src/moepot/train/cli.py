@@ -44,7 +44,8 @@ def register(subparsers: Any) -> None:
         parser.set_defaults(func=functools.partial(run_training, command=command))
 
     parser = subparsers.add_parser("evaluate", help="evaluate a checkpoint on test datasets")
-    parser.add_argument("--checkpoint", help="our checkpoint or an official .pth (default: the config's resume_path)")
+    parser.add_argument("--checkpoint", help="our checkpoint, a run directory (its last checkpoint) or an official .pth "
+                        "(default: the config's resume_path)")
     parser.add_argument("--data", nargs="+", metavar="NAME", help="dataset names (default: the config's test_paths)")
     parser.add_argument("--config", help="YAML config or preset (e.g. evaluate) giving test_paths, res, n_test, "
                                          "batch_size, data_root, catalog; options given here win")

@@ -675,8 +675,12 @@ def evaluate_checkpoint(
 
 def load_model_for_eval(checkpoint: str | os.PathLike, device: str | None = None) -> nn.Module:
     """A model in eval mode, at the inference temperature, on ``device``, from our training
-    checkpoint, our export or an official file (:func:`moepot.load_pretrained` reads them all)."""
+    checkpoint, our export or an official file (:func:`moepot.load_pretrained` reads them all);
+    a run directory stands for its last checkpoint (``checkpoints/last.pt``)."""
     import moepot
 
     target = dist_utils.pick_device(device)  # a bad device is reported before any loading
-    return moepot.load_pretrained(checkpoint).to(target).eval()
+    path = CheckpointManager.checkpoint_of(checkpoint)
+    if Path(checkpoint).is_dir():
+        log.info("%s: reading its last checkpoint %s", checkpoint, path)
+    return moepot.load_pretrained(path).to(target).eval()
