@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import pytest
 import torch
 
 from moepot.cli import main
@@ -120,3 +121,24 @@ def test_info_on_a_directory_without_a_checkpoint_is_one_line(tmp_path, capsys):
     assert main(["info", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path / "checkpoints" / "last.pt") in err and "Traceback" not in err
+
+
+def test_a_preset_name_wins_over_a_directory_of_that_name(tmp_path, monkeypatch, capsys):
+    """``moepot info fno`` beside a folder called fno (data, outputs) still describes the preset;
+    a directory is a run directory only when no preset has its name."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fno").mkdir()
+    (tmp_path / "moepot-ti").mkdir()
+    for name in ("fno", "moepot-ti"):
+        assert main(["info", name, "--json"]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert info["name"] == name and "checkpoint" not in info and "run_dir" not in info
+
+
+@pytest.mark.parametrize(("n", "text"), [(999, "999"), (1_000, "1.0k"), (999_949, "999.9k"), (999_950, "1.0M"),
+                                         (999_949_999, "999.9M"), (999_950_000, "1.00B"), (1_024_000_000, "1.02B")])
+def test_short_count_picks_the_unit_after_rounding(n, text):
+    """999,960 parameters are "1.0M", not "1000.0k" (the unit is chosen on the rounded number)."""
+    from moepot.models.cli import short_count
+
+    assert short_count(n) == text

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,14 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_info(args: argparse.Namespace) -> int:
     from moepot.models.registry import describe_source
 
-    source, run_dir = args.model, None
-    if Path(source).is_dir():
-        from moepot.train.checkpoint import CheckpointManager
-
-        run_dir, source = source, CheckpointManager.checkpoint_of(source)
-    info = describe_source(str(source))
-    if run_dir is not None:
-        info["run_dir"] = str(run_dir)
+    info = describe_source(args.model)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -52,13 +44,13 @@ def run_info(args: argparse.Namespace) -> int:
 def short_count(n: int) -> str:
     """A parameter count in the papers' style: ``30.2M``, ``1.02B``; below a million ``47.2k``
     (``0.0M`` would hide a small model's size), below a thousand the number itself."""
-    if n >= 1e9:
-        return f"{n / 1e9:.2f}B"
-    if n >= 1e6:
-        return f"{n / 1e6:.1f}M"
-    if n >= 1e3:
-        return f"{n / 1e3:.1f}k"
-    return str(n)
+    if n < 1000:
+        return str(n)
+    for scale, unit in ((1e3, "k"), (1e6, "M")):
+        text = f"{n / scale:.1f}"
+        if float(text) < 1000:  # the unit as rounded: 999,960 is "1.0M", not "1000.0k"
+            return text + unit
+    return f"{n / 1e9:.2f}B"
 
 
 def format_info(info: dict) -> str:

@@ -245,20 +245,29 @@ def save_pretrained(
 
 
 def describe_source(source: str) -> dict[str, Any]:
-    """``describe`` a preset name or a checkpoint file (architecture inferred or read).
+    """``describe`` a preset name, a checkpoint file or a run directory (architecture inferred or
+    read). A preset name wins over a directory of that name in the current directory.
 
-    A training checkpoint adds ``training``: its ``step``, ``epoch``, ``complete`` and the
-    ``train_paths`` / ``test_paths`` of its run (those it stores).
+    A run directory stands for its last checkpoint (``checkpoints/last.pt``) and adds
+    ``run_dir``; a training checkpoint adds ``training``: its ``step``, ``epoch``, ``complete``
+    and the ``train_paths`` / ``test_paths`` of its run (those it stores).
     """
     if source.lower() in PRESETS or source.lower() in FAMILIES:
         return describe(resolve_config(source))
-    if not Path(source).is_file():
+    path, run_dir = Path(source), None
+    if path.is_dir():
+        from moepot.train.checkpoint import CheckpointManager
+
+        run_dir, path = path, CheckpointManager.checkpoint_of(path)
+    if not path.is_file():
         raise ConfigError(
-            f"{source!r} is neither a model preset ({', '.join(PRESETS)}) nor a checkpoint file"
+            f"{source!r} is neither a model preset ({', '.join(PRESETS)}) nor a checkpoint file or run directory"
         )
-    weights = read_weights(source, map_location="meta")  # shapes only, no tensor data
+    weights = read_weights(path, map_location="meta")  # shapes only, no tensor data
     info = describe(_weights_config(weights))
-    info["checkpoint"] = str(source)
+    info["checkpoint"] = str(path)
+    if run_dir is not None:
+        info["run_dir"] = str(run_dir)
     if weights.training is not None:
         info["training"] = weights.training
     return info
