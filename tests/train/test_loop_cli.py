@@ -285,6 +285,19 @@ def test_evaluate_and_route_take_a_run_directory_for_its_last_checkpoint(data_ro
         assert main([*common, "--checkpoint", str(checkpoint)]) == 0
         results[name] = json.loads(capsys.readouterr().out)
     assert results["run"] == results["last"] != results["first"]
+    # what was read is recorded as the file (last.pt moves on when the run continues), not the directory
+    import h5py
+
+    saved = tmp_path / "rollouts.hdf5"
+    assert main([*common, "--checkpoint", str(run), "--save-rollouts", str(saved)]) == 0
+    with h5py.File(saved, "r") as handle:
+        assert handle.attrs["checkpoint"] == str(manager.last)
+    route_out = tmp_path / "route_run"
+    assert main(["route", "--checkpoint", str(run), "--data", "decay_a", "decay_b", "--data-root", str(data_root),
+                 "--n-samples", "2", "--out", str(route_out), "--device", "cpu", "--json"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert json.loads((route_out / "routing.json").read_text())["checkpoint"] == str(manager.last)
+    assert "Router analysis of demo" in (route_out / "report.md").read_text()
 
     empty = tmp_path / "runs" / "empty"
     empty.mkdir()

@@ -89,6 +89,7 @@ def run_route(args: argparse.Namespace) -> int:
     from moepot.analysis.report import Report
     from moepot.analysis.routing import analyze_routing, collect_test_routing
     from moepot.io import atomic_path
+    from moepot.train.checkpoint import CheckpointManager
     from moepot.train.loop import load_model_for_eval
 
     repeated = sorted({name for name in args.data if args.data.count(name) > 1})
@@ -98,6 +99,7 @@ def run_route(args: argparse.Namespace) -> int:
             "routing classifier, so give each once"
         )
     model = load_model_for_eval(args.checkpoint, device=args.device)
+    checkpoint = CheckpointManager.checkpoint_of(args.checkpoint)  # the file read, for a run directory too
     if not model.moe_layers():
         raise ConfigError(f"--checkpoint {args.checkpoint}: a dense model has no router to analyse; give a MoE-POT")
     record = collect_test_routing(
@@ -107,10 +109,10 @@ def run_route(args: argparse.Namespace) -> int:
     analysis = analyze_routing(record, folds=args.folds, method=args.method)
 
     out = Path(args.out)
-    report = Report(f"Router analysis of {Path(args.checkpoint).name}", out)
+    report = Report(f"Router analysis of {Path(args.checkpoint).resolve().name}", out)  # "." too
     sections.routing_section(report, analysis, top_k=record.top_k)
     md_path, html_path = report.write()
-    summary = {"checkpoint": str(args.checkpoint), "report": str(html_path), **analysis.to_dict()}
+    summary = {"checkpoint": str(checkpoint), "report": str(html_path), **analysis.to_dict()}
     with atomic_path(out / "routing.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1))
 

@@ -202,10 +202,12 @@ def evaluation_settings(args: argparse.Namespace) -> dict[str, Any]:
 def run_evaluate(args: argparse.Namespace) -> int:
     from moepot.eval.evaluate import evaluate_model
     from moepot.eval.metrics import format_error
+    from moepot.train.checkpoint import CheckpointManager
     from moepot.train.loop import load_model_for_eval
 
     settings = evaluation_settings(args)
     model = load_model_for_eval(settings["checkpoint"], device=args.device)
+    checkpoint = CheckpointManager.checkpoint_of(settings["checkpoint"])  # the file read, for a run directory too
     _warn_model_keys_overruled(args.config, settings.get("model_keys", {}), model)
     results = evaluate_model(
         model,
@@ -217,7 +219,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         batch_size=settings["batch_size"],
         teacher_forced=args.teacher_forced,
         save_path=args.save_rollouts,
-        save_attrs={"checkpoint": str(settings["checkpoint"])},
+        save_attrs={"checkpoint": str(checkpoint)},
     )
     if args.json:
         print(json.dumps(results, indent=2))
