@@ -211,6 +211,9 @@ def test_mismatched_checkpoint_names_the_keys(tmp_path):
 def test_missing_and_foreign_files_are_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_pretrained(tmp_path / "nope.pth")
+    (tmp_path / "run").mkdir()  # e.g. moepot finetune --checkpoint runs/x: it exists, as a directory
+    with pytest.raises(CheckpointError, match=r"run is a directory; give a checkpoint file"):
+        load_pretrained(tmp_path / "run")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="junk.pth"):
         load_pretrained(tmp_path / "junk.pth")

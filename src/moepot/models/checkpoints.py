@@ -64,6 +64,8 @@ def read_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
         CheckpointError: missing file, unsafe or corrupt content, or no state dict in it.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory; give a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     with open(path, "rb") as fh:
