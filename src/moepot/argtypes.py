@@ -26,24 +26,27 @@ def positive_float(text: str) -> float:
 
 def output_dir(text: str) -> str:
     """A directory to write into: missing is fine (it is created), a file there is not."""
-    from moepot.io import file_in_the_way
-
     if Path(text).exists() and not Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text}: a file is there; give a directory (created if missing)")
-    blocker = file_in_the_way(text)
-    if blocker is not None:
-        raise argparse.ArgumentTypeError(f"{text}: {blocker} is a file, not a directory")
+    _check_directory_possible(text, text)
     return text
 
 
 def output_file(text: str) -> str:
     """A file to write (replaced if it exists): not a directory, and not under a file."""
-    from moepot.io import file_in_the_way
-
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name")
-    blocker = file_in_the_way(path.parent)
-    if blocker is not None:
-        raise argparse.ArgumentTypeError(f"{text}: {blocker} is a file, not a directory")
+    _check_directory_possible(path.parent, text)
     return text
+
+
+def _check_directory_possible(directory: str | Path, text: str) -> None:
+    """:func:`moepot.io.check_directory_possible` as an argument error naming the option's value."""
+    from moepot.errors import OutputError
+    from moepot.io import check_directory_possible
+
+    try:
+        check_directory_possible(directory)
+    except OutputError as exc:
+        raise argparse.ArgumentTypeError(f"{text}: {exc.strerror}") from None
