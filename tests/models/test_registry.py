@@ -185,6 +185,19 @@ def test_a_refused_pickle_names_what_it_asked_for_and_never_advises_weights_only
     assert "weights_only` set to `False`" not in message and "Please file an issue" not in message
 
 
+@pytest.mark.parametrize("protocol", [1, 2])
+def test_a_plain_pickle_is_refused_with_the_global_it_asked_for_whatever_its_first_byte(tmp_path, protocol):
+    """Protocol 1 does not start with b"\\x80" (here b"}q"): the refusal and the global it asked for
+    still come first, not "a YAML config or another text file?"."""
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"model": _BlockedModuleCall()}, protocol=protocol))
+    with pytest.raises(CheckpointError) as info:
+        load_pretrained(path)
+    message = str(info.value)
+    assert message.startswith(f"refusing to load {path}") and "getcwd" in message.split("Reason:")[1]
+    assert "text file" not in message and "\n" not in message
+
+
 def test_a_text_file_given_as_checkpoint_is_called_not_a_checkpoint(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text("name: tiny\nwidth: 32\n")

@@ -289,7 +289,9 @@ def describe_load_failure(path: Path, exc: Exception, allowed: str = "") -> str:
         return f"checkpoint {path} is empty (0 bytes)"
     with open(path, "rb") as fh:
         head = fh.read(12)
-    if not head.startswith((b"PK", b"\x80")):
+    reason = _unpickler_reason(exc) if isinstance(exc, pickle.UnpicklingError) else ""
+    # a pickle asking for a global is refused as such whatever its protocol (0 and 1 look like text)
+    if "GLOBAL" not in reason and not head.startswith((b"PK", b"\x80")):
         # neither torch's zip format (maybe truncated) nor a pickle (protocol 2+: torch's legacy format)
         return (
             f"checkpoint {path} is not a torch checkpoint or safetensors file (it starts with "
@@ -299,7 +301,7 @@ def describe_load_failure(path: Path, exc: Exception, allowed: str = "") -> str:
         extra = f", {allowed}" if allowed else ""
         return (
             f"refusing to load {path}: it is not a checkpoint that loads with weights_only=True (plain "
-            f"tensors and containers{extra}); nothing in it was run. Reason: {_unpickler_reason(exc)}"
+            f"tensors and containers{extra}); nothing in it was run. Reason: {reason}"
         )
     if not zipfile.is_zipfile(path):
         return (
