@@ -173,3 +173,14 @@ def test_runs_racing_for_a_stale_lock_get_it_once(tmp_path):
     assert outcomes == ["refused", "refused", "refused", "won"]
 
 
+
+
+def test_resume_and_the_commands_read_the_same_checkpoint_of_a_run_directory(tmp_path):
+    """--resume RUN_DIR and checkpoint_of (info, evaluate, route) are one rule: checkpoints/last.pt;
+    a directory without it is named with the file it lacks."""
+    manager = CheckpointManager(tmp_path / "run")
+    manager.save({"model": {}, "step": 1}, step=1)
+    assert manager.resolve_resume(tmp_path / "run") == CheckpointManager.checkpoint_of(tmp_path / "run") == manager.last
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"^--resume: .*empty is a directory but not a run directory.*last\.pt"):
+        manager.resolve_resume(tmp_path / "empty")

@@ -229,20 +229,15 @@ class CheckpointManager:
         _publish(self.step_path(step), self.best)
 
     @staticmethod
-    def run_checkpoint(run_dir: str | os.PathLike) -> Path:
-        """The checkpoint a run directory stands for: its last one (``checkpoints/last.pt``, the
-        final one of a finished run), as ``--resume`` and ``moepot info`` read it."""
-        return CheckpointManager(run_dir).last
-
-    @staticmethod
     def checkpoint_of(source: str | os.PathLike) -> Path:
-        """``source`` itself for a file; for a run directory its :meth:`run_checkpoint`, which must
-        exist (a ``CheckpointError`` naming both otherwise). What ``moepot info``, ``evaluate`` and
-        ``route`` accept as a checkpoint."""
+        """``source`` itself for a file; for a run directory the checkpoint it stands for, its last
+        one (``checkpoints/last.pt``, the final one of a finished run), which must exist (a
+        ``CheckpointError`` naming both otherwise). What ``--resume``, ``moepot info``,
+        ``evaluate`` and ``route`` accept as a checkpoint."""
         path = Path(source)
         if not path.is_dir():
             return path
-        checkpoint = CheckpointManager.run_checkpoint(path)
+        checkpoint = CheckpointManager(path).last
         if not checkpoint.is_file():
             raise CheckpointError(
                 f"{path} is a directory but not a run directory with a checkpoint: {checkpoint} does not exist"
@@ -255,9 +250,10 @@ class CheckpointManager:
             return None
         if str(resume) == "auto":
             return self.last if self.last.is_file() else None
-        path = Path(resume)
-        if path.is_dir():  # a run directory
-            path = self.run_checkpoint(path)
+        try:
+            path = self.checkpoint_of(resume)  # a run directory: its last checkpoint
+        except CheckpointError as exc:
+            raise CheckpointError(f"--resume: {exc}") from None
         if not path.is_file():
             raise CheckpointError(f"--resume: checkpoint {path} does not exist")
         return path
