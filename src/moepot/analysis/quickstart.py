@@ -462,13 +462,12 @@ def write_quickstart_report(out: Path, runs: list[ModelRun], names: list[str], s
     report.heading("Rollouts")
     truths: dict[str, np.ndarray] = {}
     rollouts: dict[str, dict[str, np.ndarray]] = {name: {} for name in names}
-    for label, model in models.items():
-        saved = out / f"rollouts_{label.lower().replace('-', '')}.hdf5"
-        checkpoint = next(run.checkpoint for run in runs if run.label == label)
-        evaluate_model(model, names, data_root=options.data_root, n_test=1, save_path=saved,
-                       save_attrs={"checkpoint": str(checkpoint)})
+    for run in runs:
+        saved = out / f"rollouts_{run.label.lower().replace('-', '')}.hdf5"
+        evaluate_model(models[run.label], names, data_root=options.data_root, n_test=1, save_path=saved,
+                       save_attrs={"checkpoint": str(run.checkpoint)})
         for name, arrays in read_first_rollouts(saved).items():
-            rollouts[name][label] = arrays["pred"]
+            rollouts[name][run.label] = arrays["pred"]
             truths[name] = arrays["target"]
     sections.rollout_figures(report, rollouts, truths)
 
