@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     route.add_argument("--method", choices=("centroid", "logistic"), default="centroid",
                        help="classifier: nearest class centroid (default) or multinomial logistic regression")
     route.add_argument("--folds", type=fold_count, default=5,
-                       help="cross-validation folds, at least 2 (default 5; at most the number of samples)")
+                       help="cross-validation folds, at least 2 (default 5; lowered to the number of samples when there are fewer)")
     route.add_argument("--batch-size", type=positive_int, default=16)
     route.add_argument("--device", help="cpu, cuda, cuda:1 (default: a GPU when available)")
     route.add_argument("--out", default="runs/route", type=output_dir, help="report directory (default runs/route)")
