@@ -356,3 +356,12 @@ def test_evaluate_save_rollouts_round_trip(data_root, tmp_path, capsys):
             assert group.attrs["dataset"] == name and group.attrs["n_trajectories"] == 3
             for metric, value in results[name].items():
                 assert group.attrs[metric] == pytest.approx(value)
+
+
+def test_a_presets_bad_dataset_id_names_the_preset_file_as_its_other_errors_do(capsys):
+    from moepot.train.config import resolve_config_path
+
+    preset = resolve_config_path("tiny_cpu_moepot")
+    for bad in ("lr=abc", "train_paths=[swe_pdbb]"):
+        assert main(["pretrain", "--config", "tiny_cpu_moepot", "--set", bad, "--dry-run"]) == 2
+        assert capsys.readouterr().err.startswith(f"moepot: error: {preset}: --set ")

@@ -120,12 +120,13 @@ def prepare_configs(args: argparse.Namespace, command: str) -> list:
 
 
 def run_training(args: argparse.Namespace, command: str) -> int:
-    from moepot.train.config import parse_overrides
+    from moepot.train.config import parse_overrides, resolve_config_path
     from moepot.train.tasks import check_dataset_ids, describe_tasks, run_tasks
 
     configs = prepare_configs(args, command)
-    # every task's dataset ids, before the first one trains (and in --dry-run)
-    check_dataset_ids(configs, args.config, frozenset(parse_overrides(args.overrides)))
+    # every task's dataset ids, before the first one trains (and in --dry-run); the file named as
+    # load_config's errors name it (a preset by its path)
+    check_dataset_ids(configs, str(resolve_config_path(args.config)), frozenset(parse_overrides(args.overrides)))
     if args.dry_run:
         for line in describe_tasks(configs):
             print(line)
