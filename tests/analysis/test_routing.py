@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -198,6 +199,10 @@ def test_a_dataset_with_one_sample_is_not_scored_as_a_miss():
     assert analysis.classification is None
     assert "d2 has 1" in analysis.classification_skipped
     assert analysis.to_dict()["classification_skipped"] == analysis.classification_skipped
+    from moepot.analysis.figures import confusion_figure
+
+    with pytest.raises(DataError, match="no classification .*d2 has 1"):  # the reason, not a guess
+        confusion_figure(analysis, Path("never.png"))
     # the two full datasets alone are classified perfectly, as constructed
     two = np.flatnonzero(record.labels != 2)
     assert classify(routing_vectors(record)[two], record.labels[two], folds=5).accuracy == 1.0

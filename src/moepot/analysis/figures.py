@@ -99,7 +99,7 @@ def confusion_figure(
     """
     result = analysis.classification if result is None else result
     if result is None:
-        raise DataError("confusion_figure: the analysis has no classification (fewer than 2 datasets)")
+        raise DataError(f"confusion_figure: the analysis has no classification ({analysis.classification_skipped})")
     counts = result.confusion
     n = len(analysis.names)
     row_share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
