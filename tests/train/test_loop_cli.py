@@ -309,6 +309,36 @@ def test_evaluate_and_route_take_a_run_directory_for_its_last_checkpoint(data_ro
     assert "not a run directory with a checkpoint" in capsys.readouterr().err
 
 
+def test_a_run_directory_as_the_starting_point_is_its_last_checkpoint(tmp_path, capsys):
+    """finetune --checkpoint RUN_DIR, or resume_path: RUN_DIR in the config, start from the run's
+    checkpoints/last.pt, and the prepared config records that file (the directory's last.pt moves
+    on when the run continues); a directory without a checkpoint is one line."""
+    from moepot import build_model
+    from moepot.cli import build_parser
+    from moepot.train.checkpoint import CheckpointManager
+    from moepot.train.cli import prepare_configs
+
+    run = tmp_path / "runs" / "pre"
+    model = build_model("moepot", img_size=16, patch_size=4, embed_dim=16, depth=1, n_blocks=2, modes=3)
+    CheckpointManager(run).save({"model": model.state_dict(), "model_config": model.config.to_dict(), "step": 2},
+                                step=2)  # fmt: skip
+    config = tmp_path / "ft.yaml"
+    config.write_text("model: moepot\nres: 16\nT_in: 4\ntrain_paths: [decay_a]\n")
+    parser = build_parser()
+    for argv in (["finetune", "--config", str(config), "--checkpoint", str(run)],
+                 ["finetune", "--config", str(config), "--set", f"resume_path={run}"],
+                 ["pretrain", "--config", str(config), "--set", f"resume_path={run}"]):  # fmt: skip
+        args = parser.parse_args(argv)
+        (prepared,) = prepare_configs(args, argv[0])
+        assert prepared.resume_path == str(run / "checkpoints" / "last.pt"), argv
+
+    empty = tmp_path / "runs" / "empty"
+    empty.mkdir()
+    assert main(["finetune", "--config", str(config), "--checkpoint", str(empty), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a run directory with a checkpoint" in err
+
+
 def test_evaluate_save_rollouts_round_trip(data_root, tmp_path, capsys):
     """--save-rollouts: each group's inputs are the dataset's first T_in frames (from the generator
     that wrote the files), the stored prediction's first bundle is the model's one-step prediction

@@ -40,7 +40,8 @@ def register(subparsers: Any) -> None:
         parser.add_argument("--max-minutes", type=positive_float, help="wall-clock budget per task")
         parser.add_argument("--dry-run", action="store_true", help="list the tasks and exit")
         if command == "finetune":
-            parser.add_argument("--checkpoint", help="pre-trained checkpoint (default: the config's resume_path)")
+            parser.add_argument("--checkpoint", help="pre-trained checkpoint, or a run directory for its last one "
+                                "(default: the config's resume_path)")
         parser.set_defaults(func=functools.partial(run_training, command=command))
 
     parser = subparsers.add_parser("evaluate", help="evaluate a checkpoint on test datasets")
@@ -100,6 +101,11 @@ def prepare_configs(args: argparse.Namespace, command: str) -> list:
             update["catalog"] = args.catalog
         if command == "finetune" and getattr(args, "checkpoint", None):
             update["resume_path"] = args.checkpoint
+        start = update.get("resume_path", config.resume_path)
+        if start and Path(start).is_dir():  # a run directory: its last checkpoint, recorded as that file
+            from moepot.train.checkpoint import CheckpointManager
+
+            update["resume_path"] = str(CheckpointManager.checkpoint_of(start))
         if args.run_dir:
             run_dir = Path(args.run_dir)
             update["run_dir"] = str(run_dir if len(configs) == 1 else run_dir / f"task{i}-{config.run_label()}")
