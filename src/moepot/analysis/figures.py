@@ -114,7 +114,8 @@ def confusion_figure(
     ax.set_yticks(range(n), labels=analysis.names, fontsize=8)
     ax.set_xlabel("predicted dataset")
     ax.set_ylabel("true dataset")
-    ax.set_title(f"{result.method}, {result.folds}-fold: accuracy {result.accuracy:.2f} "
+    vectors = "selections only" if result is analysis.selection_classification else "weighted routing"
+    ax.set_title(f"{vectors}, {result.method}, {result.folds}-fold: accuracy {result.accuracy:.2f} "
                  f"(chance {result.chance:.2f})", fontsize=10)
     figure.colorbar(image, ax=ax, label="share of the true dataset")
     return save_figure(figure, path)
