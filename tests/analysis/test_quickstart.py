@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tiny_data import write_decay_dataset
@@ -131,3 +132,41 @@ def test_quickstart_options_are_checked_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:  # checked as the options are read
         main(["quickstart", "--out", str(tmp_path / "afile"), "--data-root", str(tmp_path / "d")])
     assert exit_.value.code == 2 and "--out" in (err := capsys.readouterr().err) and "a file is there" in err
+
+
+def test_a_run_stopped_early_sets_the_step_budget_of_the_next_and_the_summary_keeps_each_accuracy(
+    tmp_path, monkeypatch
+):
+    """The comparison is at equal training: when the time cap stops the MoE-POT at 12 of 20 planned
+    steps, the DPOT is trained for 12, not 20. The summary's routing_accuracy is the weighted
+    classifier's and routing_selection_accuracy the selections-only one's (two distinct values here)."""
+    from types import SimpleNamespace
+
+    from moepot.analysis import quickstart
+    from moepot.analysis.routing import ClassificationResult
+
+    names = ["a", "b"]
+    monkeypatch.setattr(quickstart, "ensure_data",
+                        lambda *args, **kwargs: {name: SimpleNamespace(n_channels=1) for name in names})
+    monkeypatch.setattr(quickstart, "plan_steps", lambda *args, **kwargs: (20, {"cap_s": 60.0}))
+    asked: list[tuple[str, int]] = []
+
+    def train_run(run, config, steps, run_dir, options, catalog, *, cap_s):
+        asked.append((run.label, steps))
+        run.steps = min(steps, 12)  # the first run is stopped by the cap after 12 steps
+
+    def result(accuracy: float) -> ClassificationResult:
+        return ClassificationResult("centroid", 5, accuracy, 0.5, np.array([[5, 5], [0, 10]]), (accuracy,))
+
+    routing = SimpleNamespace(classification=result(0.9), selection_classification=result(0.6))
+    monkeypatch.setattr(quickstart, "train_run", train_run)
+    monkeypatch.setattr(quickstart, "write_quickstart_report",
+                        lambda out, *args: (out / "report.html", routing))
+    options = QuickstartOptions(out=tmp_path / "out", data_root=tmp_path / "data", datasets=names, t_in=4,
+                                progress=False, **TINY)  # fmt: skip
+    summary = run_quickstart(options)
+    assert asked == [("MoE-POT", 20), ("DPOT", 12)]
+    assert [run.steps for run in summary.runs] == [12, 12]
+    assert (summary.routing_accuracy, summary.routing_selection_accuracy, summary.routing_chance) == (0.9, 0.6, 0.5)
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (saved["routing_accuracy"], saved["routing_selection_accuracy"]) == (0.9, 0.6)

@@ -405,3 +405,63 @@ def test_collect_test_routing_reads_data_for_a_rectangular_model(tmp_path):
     for res in (None, 16):
         record = collect_test_routing(model, ["decay_a", "decay_b"], res=res, data_root=tmp_path, progress=False)
         assert record.n_samples == 6 and record.n_layers == 1
+
+
+# ----------------------------------------------------------------------------- cross-validation folds
+
+
+def test_held_out_sample_never_shapes_its_own_centroid():
+    """Leave-one-out (4 folds of 4 samples) on 1-D features, class 0 at {0, 3} and class 1 at {1, 2}:
+    left out, each sample is nearer the other class's remaining mean (e.g. 0: class-0 mean 3, class-1
+    mean 1.5), so the held-out accuracy is exactly 0. A classifier that also saw the held-out sample
+    would find both means at 1.5 and score above 0."""
+    vectors = np.array([[0.0], [3.0], [1.0], [2.0]])
+    labels = np.array([0, 0, 1, 1])
+    np.testing.assert_array_equal(np.bincount(stratified_folds(labels, 4), minlength=4), [1, 1, 1, 1])
+    result = classify(vectors, labels, folds=4, method="centroid")
+    assert result.accuracy == 0.0
+    np.testing.assert_array_equal(result.confusion, [[0, 2], [2, 0]])
+
+
+def test_stratified_folds_deal_small_classes_over_every_fold():
+    """Six datasets of 2 samples in 5 folds: dealt round-robin as one sequence, the folds hold
+    3, 3, 2, 2, 2 samples; none is empty (each class alone would only reach folds 0 and 1)."""
+    labels = np.repeat(np.arange(6), 2)
+    fold_of = stratified_folds(labels, 5, seed=1)
+    assert sorted(np.bincount(fold_of, minlength=5).tolist()) == [2, 2, 2, 3, 3]
+    for c in range(6):
+        assert len(set(fold_of[labels == c].tolist())) == 2  # a class's 2 samples in 2 folds
+    record = separable_record(n_per_class=2, n_classes=4, n_layers=1)
+    result = classify(routing_vectors(record), record.labels, folds=5)
+    assert all(math.isfinite(a) for a in result.fold_accuracy)
+
+
+def test_above_chance_means_more_than_two_binomial_standard_deviations():
+    """Chance 0.5 on n samples: one standard deviation of an accuracy is sqrt(0.25 / n), i.e. 0.05
+    for n = 100 and 0.25 for n = 4 (so 4 of 4 right is exactly 2 sd above chance: not more)."""
+    from moepot.analysis.routing import ClassificationResult
+
+    def result(accuracy: float, n: int) -> ClassificationResult:
+        confusion = np.array([[n // 2, 0], [0, n - n // 2]])
+        return ClassificationResult("centroid", 2, accuracy, 0.5, confusion, (accuracy, accuracy))
+
+    assert not result(0.58, 100).above_chance  # 1.6 sd
+    assert result(0.62, 100).above_chance  # 2.4 sd
+    assert not result(1.0, 4).above_chance  # exactly 2 sd
+
+
+def test_concat_records_labels_each_record_by_its_position():
+    records = [random_record(n, 2, seed=n) for n in (3, 5, 4)]
+    merged = concat_records(records, ["a", "b", "c"])
+    assert merged.names == ("a", "b", "c")
+    np.testing.assert_array_equal(merged.labels, [0] * 3 + [1] * 5 + [2] * 4)
+    np.testing.assert_array_equal(merged.indices[3:8], records[1].indices)
+    assert analyze_routing(merged, folds=2).n_samples == (3, 5, 4)
+
+
+def test_analyze_routing_uses_fewer_folds_when_there_are_fewer_samples():
+    """4 samples and folds=5: leave-one-out over the 4 (as documented), not an error."""
+    record = separable_record(n_per_class=2, n_classes=2, n_layers=1)
+    analysis = analyze_routing(record, folds=5)
+    assert analysis.classification.folds == analysis.selection_classification.folds == 4
+    assert analysis.selection_classification.accuracy == 1.0

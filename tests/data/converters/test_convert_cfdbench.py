@@ -272,3 +272,52 @@ def test_replaced_case_files_are_converted_again(raw, tmp_path):
     convert("cfdbench", root, name="cfdbench", data_root=tmp_path / "out", progress=False)
     assert not np.array_equal(read(tmp_path / "out" / TRAIN), before)
     shutil.rmtree(root)
+
+
+def tiny_cavity_tree(raw, root: Path, n_cases: int = 3, size: int = 8, n_frames: int = 25) -> list[Path]:
+    """``cavity/prop/case0..``: equal shapes (so equal file sizes), v = 1000 case_id + t tells cases apart."""
+    return [
+        raw.write_cfdbench_case(root / "cavity" / "prop" / f"case{i}", "cavity", i, n_frames, size, size, {})
+        for i in range(n_cases)
+    ]
+
+
+def test_renumbered_case_folder_with_copied_mtimes_is_converted_again(raw, tmp_path):
+    """case0 is renumbered case9 in a tree whose files all carry one mtime (a copied or unpacked
+    release): every file keeps its size and time, but the cases sort (by number) and so shuffle
+    differently, so the rerun must match a fresh conversion of the renamed tree, not keep the old output."""
+    import os
+
+    root = tmp_path / "raw_cfdbench"
+    first, _, _ = tiny_cavity_tree(raw, root)
+    for file in root.rglob("*"):
+        if file.is_file():
+            os.utime(file, ns=(10**18, 10**18))
+    convert("cfdbench", root, name="cfdbench", data_root=tmp_path / "out", progress=False)
+    before = read(tmp_path / "out" / TRAIN)
+    first.rename(root / "cavity" / "prop" / "case9")
+    convert("cfdbench", root, name="cfdbench", data_root=tmp_path / "out", progress=False)
+    convert("cfdbench", root, name="cfdbench", data_root=tmp_path / "fresh", progress=False)
+    fresh = read(tmp_path / "fresh" / TRAIN)
+    assert not np.array_equal(fresh, before)  # the renumbering does change the train split
+    np.testing.assert_array_equal(read(tmp_path / "out" / TRAIN), fresh)
+
+
+def test_rerun_into_an_entry_with_another_grid_rewrites_at_that_grid(raw, tmp_path):
+    """The same raw folder and split written for a catalogue entry of in_size 16 x 16, then for one of
+    8 x 8 at the same paths: the finished 16 x 16 files are not the 8 x 8 conversion. At 8 x 8 the
+    8 x 8 cavity frames are kept exactly (align_corners resize of the same size is the identity)."""
+    import yaml
+
+    root = tmp_path / "raw_cfdbench"
+    tiny_cavity_tree(raw, root)
+    entry = {"train_path": "cdb/train.hdf5", "test_path": "cdb/test.hdf5", "train_size": 1, "test_size": 1,
+             "scatter": False, "t_test": 10, "t_total": 20, "n_channels": 3, "pred_channels": 2}  # fmt: skip
+    catalog = tmp_path / "mine.yaml"
+    for size in (16, 8):
+        catalog.write_text(yaml.safe_dump({"my_cdb": {**entry, "in_size": [size, size]}}))
+        convert("cfdbench", root, name="my_cdb", data_root=tmp_path / "out", catalog_file=catalog, progress=False)
+    train = read(tmp_path / "out" / "cdb" / "train.hdf5")
+    assert train.shape == (4, 8, 8, SEGMENT, 3)  # round(0.8 * 3) = 2 cases of 25 frames -> 2 segments each
+    i, j = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
+    np.testing.assert_allclose(train[0, :, :, 0, 0], 100 * i + j, atol=1e-3)  # u[t=0] of the first case

@@ -142,3 +142,19 @@ def test_raw_path_must_be_a_folder(raw, tmp_path, data_root):
     path = raw.write_pdearena_ns_file(tmp_path / "NavierStokes2D_test_1_0.5.h5", "test", file_id=1)
     with pytest.raises(DataError, match=r"is not a directory; expected a PDEArena NavierStokes2D folder"):
         convert("pdearena-ns", path, name="ns2d_pda", data_root=data_root, progress=False)
+
+
+def test_ns_test_in_the_file_name_wins_over_train(raw, tmp_path, data_root):
+    """raw-formats.md §8.2: a file name is checked for 'test' before 'train' (and 'valid'), so a test
+    file whose name also contains 'train' (here in 'retrained') is a test file read from group 'test'."""
+    root = tmp_path / "ns"
+    raw.write_pdearena_ns_file(root / "NavierStokes2D_train_1_0.50000_2.h5", "train", file_id=1)
+    raw.write_pdearena_ns_file(root / "NavierStokes2D_test_2_0.50000_retrained.h5", "test", file_id=2)
+    raw.write_pdearena_ns_file(root / "NavierStokes2D_valid_3_0.50000_train.h5", "train", file_id=3)
+    convert("pdearena-ns", root, name="ns2d_pda", data_root=data_root, progress=False)
+    out = data_root / PDEARENA / "ns2d_pda"
+    assert file_names(out / "test") == ["data_0.hdf5", "data_1.hdf5"]
+    np.testing.assert_array_equal(read(out / "test" / "data_1.hdf5"), ns_expected(raw, 2, 1))
+    assert file_names(out / "train") == [f"data_{i}.hdf5" for i in range(4)]
+    # 'train' is checked before 'valid': the valid file named ..._train.h5 is read from group 'train'
+    np.testing.assert_array_equal(read(out / "train" / "data_2.hdf5"), ns_expected(raw, 3, 0))
