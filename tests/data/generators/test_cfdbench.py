@@ -80,6 +80,41 @@ def test_lid_drives_a_clockwise_primary_vortex():
     assert v[:, 12:].mean() < 0 < v[:, :4].mean()
 
 
+def test_advection_transports_linear_profiles_along_the_flow_exactly():
+    """u = U + b y, v = V + a x solve u_t + u·∇u = 0 at t = 0 with u_t = −b v, v_t = −a u, and a
+    semi-Lagrangian step moves each component back along the flow: u(y − v dt), v(x − u dt).
+    Bilinear interpolation is exact on linear fields, so away from the walls the step is exact."""
+    solver = MacSolver(_case("tube"), nx=16, ny=8)
+    dt, dx, dy = solver.dt, solver.dx, solver.dy
+    big_u, big_v = solver.case.velocity, 0.3 * dy / dt
+    b, a = 0.2 * dx / (dt * solver.case.height), 0.2 * dy / (dt * solver.case.width)
+    y_u = (np.arange(solver.ny) + 0.5) * dy  # u faces: x = j dx, y at the cell centres
+    x_v = (np.arange(solver.nx) + 0.5) * dx  # v faces: x at the cell centres, y = i dy
+    y_v, x_u = np.arange(solver.ny + 1) * dy, np.arange(solver.nx + 1) * dx
+    solver.u[:] = big_u + b * y_u[:, None]
+    solver.v[1:-1] = big_v + a * x_v[None, :]
+    solver.advect()
+    assert big_u * dt > dx  # the profile moves by more than a cell
+    expected_v = big_v + a * (x_v[None, :] - (big_u + b * y_v[:, None]) * dt)
+    expected_u = big_u + b * (y_u[:, None] - (big_v + a * x_u[None, :]) * dt)
+    # clear of the no-slip walls (rows) and of the inlet, where departure points leave the domain
+    np.testing.assert_allclose(solver.v[2:-2, 2:], expected_v[2:-2, 2:], rtol=1e-12)
+    np.testing.assert_allclose(solver.u[1:-1, 1:-1], expected_u[1:-1, 1:-1], rtol=1e-12)
+
+
+def test_cylinder_is_a_disc_of_the_case_radius_centred_at_the_origin():
+    """CFDBench puts the disc centre at the physical origin, (-x_min, -y_min) from the lower-left corner."""
+    case = _case("cylinder")
+    solver = MacSolver(case, nx=64, ny=32)
+    (x0, _), (y0, _) = case.x_range(), case.y_range()
+    x = x0 + (np.arange(solver.nx) + 0.5) * solver.dx
+    y = y0 + (np.arange(solver.ny) + 0.5) * solver.dy
+    area = solver.solid.sum() * solver.dx * solver.dy
+    assert area == pytest.approx(np.pi * case.radius**2, rel=0.1)
+    rows, cols = np.nonzero(solver.solid)
+    assert abs(x[cols].mean()) < 0.5 * solver.dx and abs(y[rows].mean()) < 0.5 * solver.dy
+
+
 def test_cases_per_problem_meets_the_requested_segment_counts():
     for n_train, n_test in ((4, 2), (64, 16), (96, 16), (200, 30)):
         n = cfdbench.cases_per_problem(n_train, n_test)

@@ -24,11 +24,14 @@ from moepot.errors import ConfigError
 def test_forced_diagonal_field_matches_the_exact_solution():
     # w0 = 0 and f depending on x+y only: u·∇w ≡ 0, so w(t) = f/(8π²ν)·(1 − exp(−8π²νt)).
     size, nu, dt = 16, 1e-2, 0.1
-    forcing = upstream_forcing(size)
-    solver = VorticitySolver(size, nu, forcing, dtype=torch.float64)
+    solver = VorticitySolver(size, nu, upstream_forcing(size), dtype=torch.float64)
     w = solver.simulate(torch.zeros(1, size, size, dtype=torch.float64), n_frames=30, interval=dt)[0]
     times = dt * torch.arange(1, 31, dtype=torch.float64)
     rate = 8 * math.pi**2 * nu
+    # the forcing written out from the PDE (raw-formats.md §3.3), not taken from the code under test
+    x = torch.arange(size, dtype=torch.float64) / size
+    phase = 2 * math.pi * (x[:, None] + x[None, :])
+    forcing = 0.1 * (torch.sin(phase) + torch.cos(phase))
     exact = forcing[..., None] / rate * (1 - torch.exp(-rate * times))
     scale = exact.abs().max()
     assert (w - exact).abs().max() / scale < 1e-3
@@ -47,6 +50,61 @@ def test_unforced_small_modes_decay_at_the_viscous_rates():
         expected = 0.5 * eps * np.exp(-4 * math.pi**2 * nu * (k1**2 + k2**2) * 0.05 * np.arange(1, 5))
         # one Crank–Nicolson-type step per frame here: time error ~(ν|2πk|²dt)³/12 ≈ 5e-4
         np.testing.assert_allclose(spectrum[:, k1, k2].numpy(), expected, rtol=2e-3)
+
+
+def test_frames_are_one_time_unit_apart_starting_at_t_equals_one():
+    # upstream stores w at t = 1, 2, ..., T (raw-formats.md §3.1): a single unforced mode decays
+    # by exp(−4π²ν|k|² t) at exactly those times under the default recording interval
+    size, nu, eps = 16, 1e-3, 1e-6
+    x = torch.arange(size, dtype=torch.float64) / size
+    mode = torch.cos(2 * math.pi * x)[:, None].expand(size, size)
+    w = VorticitySolver(size, nu, None, dtype=torch.float64).simulate(eps * mode[None], n_frames=3)[0]
+    amplitude = (w * mode[..., None]).sum(dim=(0, 1)) / (mode**2).sum() / eps
+    np.testing.assert_allclose(amplitude.numpy(), np.exp(-4 * math.pi**2 * nu * np.arange(1, 4)), rtol=1e-5)
+
+
+def _analytic_advection(modes: list[tuple[int, int]], size: int) -> np.ndarray:
+    """``u·∇w`` of ``w = Σ cos(2π k·x)`` on the grid, from the closed-form velocity of each mode:
+    ``ψ_k = w_k / (4π²|k|²)``, ``u = ∂y ψ``, ``v = −∂x ψ``. Returns ``[X, Y]``."""
+    x = np.arange(size) / size
+    u = v = w_x = w_y = 0.0
+    for k1, k2 in modes:
+        sine = np.sin(2 * np.pi * (k1 * x[:, None] + k2 * x[None, :]))
+        u = u - k2 * sine / (2 * np.pi * (k1**2 + k2**2))
+        v = v + k1 * sine / (2 * np.pi * (k1**2 + k2**2))
+        w_x = w_x - 2 * np.pi * k1 * sine
+        w_y = w_y - 2 * np.pi * k2 * sine
+    return u * w_x + v * w_y
+
+
+def _mode_sum(modes: list[tuple[int, int]], size: int) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) / size
+    return sum(torch.cos(2 * math.pi * (k1 * x[:, None] + k2 * x[None, :])) for k1, k2 in modes)
+
+
+def test_inviscid_flow_starts_with_the_analytic_advection_tendency():
+    # w0 = cos 2πx + cos 4πy: u·∇w = −1.5 sin 2πx sin 4πy ≠ 0, so ∂t w = −u·∇w at t = 0
+    # fixes the sign of the advection term (a flipped sign still conserves energy and enstrophy)
+    size, dt, modes = 16, 1e-4, [(1, 0), (0, 2)]
+    w0 = _mode_sum(modes, size)
+    w = VorticitySolver(size, 0.0, None, dtype=torch.float64).simulate(w0[None], n_frames=1, interval=dt)
+    tendency = ((w[0, ..., 0] - w0) / dt).numpy()
+    exact = -_analytic_advection(modes, size)
+    assert np.abs(exact).max() == pytest.approx(1.5, rel=1e-2)
+    np.testing.assert_allclose(tendency, exact, atol=1e-2)
+
+
+def test_advection_term_is_dealiased_by_the_two_thirds_rule():
+    # modes (4, 0) and (2, 1) on 16 points: their product has modes (2, −1) (kept, |k_i| <= 16/3)
+    # and (6, ±1) (beyond the 2/3 cut-off, removed although 16 points resolve it)
+    size, modes = 16, [(4, 0), (2, 1)]
+    solver = VorticitySolver(size, 1e-3, None, dtype=torch.float64)
+    term = solver.explicit_term(solver.to_spectral(_mode_sum(modes, size)[None]))[0]
+    full = -np.fft.rfft2(_analytic_advection(modes, size))
+    k = np.abs(np.fft.fftfreq(size, d=1 / size))
+    kept = (k[:, None] <= size / 3) & (k[: size // 2 + 1][None, :] <= size / 3)
+    assert np.abs(full[~kept]).max() > 1.0  # the product does reach beyond the cut-off
+    np.testing.assert_allclose(term.numpy(), np.where(kept, full, 0), atol=1e-9 * np.abs(full).max())
 
 
 def test_velocity_matches_the_analytic_stream_function_solution():

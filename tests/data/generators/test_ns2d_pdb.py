@@ -83,16 +83,61 @@ def test_smooth_density_wave_converges_at_second_order():
 
 def test_shear_wave_decays_at_the_viscous_rate():
     """vy = A sin(2 pi x) with uniform rho, p solves the equations with vy ~ exp(-4 pi^2 eta t)
-    (the momentum diffusion coefficient is eta * rho, as upstream)."""
+    (the momentum diffusion coefficient is eta * rho, as upstream; zeta plays no part)."""
     n, eta, amplitude, t = 64, 0.01, 1e-3, 0.5
     x = (torch.arange(n, dtype=torch.float64) + 0.5) / n
     ones = torch.ones(n, dtype=torch.float64)
     prim = torch.stack([ones, 0 * ones, amplitude * torch.sin(2 * math.pi * x), ones])
     prim = prim.view(1, 4, n, 1).expand(1, 4, n, 2).clone()
-    params = _fv.GasParams(eta=eta, zeta=eta, dx=1 / n, dy=1 / n)
+    params = _fv.GasParams(eta=eta, zeta=3 * eta, dx=1 / n, dy=1 / n)
     final = _fv.integrate(prim, [0.0, t], params)[0, -1, 2, :, 0]
     measured = float((final * torch.sin(2 * math.pi * x)).sum() * 2 / n)
     assert measured == pytest.approx(amplitude * math.exp(-4 * math.pi**2 * eta * t), rel=0.01)
+
+
+def test_viscous_stress_has_the_shear_and_normal_coefficients():
+    """On a sine mode along x the viscous momentum term is coefficient * rho * the 3-point second
+    difference, whose eigenvalue is -4 sin^2(pi h) / h^2: eta for vy (shear), 4/3 eta + zeta for vx
+    (normal stress), as upstream's stress (eta Δv + (zeta + eta/3) ∇(∇·v) for this field)."""
+    n, eta, zeta, rho0 = 32, 0.01, 0.03, 2.0
+    h = 1 / n
+    x = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    sine = torch.sin(2 * math.pi * x)[:, None].expand(n, n)
+    ones = torch.ones(n, n, dtype=torch.float64)
+    prim = torch.stack([rho0 * ones, 1e-3 * sine, 2e-3 * sine, ones])[None]
+    rhs = _fv.viscous_rhs(_fv.primitive_to_conservative(prim), _fv.GasParams(eta=eta, zeta=zeta, dx=h, dy=h))
+    eigenvalue = -4 * math.sin(math.pi * h) ** 2 / h**2
+    normal, shear = 4 / 3 * eta + zeta, eta
+    torch.testing.assert_close(rhs[0, 1], normal * rho0 * eigenvalue * 1e-3 * sine, rtol=1e-9, atol=1e-15)
+    torch.testing.assert_close(rhs[0, 2], shear * rho0 * eigenvalue * 2e-3 * sine, rtol=1e-9, atol=1e-15)
+    assert rhs[0, 0].abs().max() == 0  # no mass diffusion
+
+
+def test_periodic_box_has_no_boundary_so_shifting_the_state_shifts_the_solution():
+    case = ns2d_pdb.CASES["ns2d_pdb_M1_eta1e-1_zeta1e-1"]
+    prim0 = torch.from_numpy(ns2d_pdb.initial_state(case, np.random.default_rng(4), 16))[None]
+    params = _fv.GasParams(eta=case.eta, zeta=case.zeta, dx=1 / 16, dy=1 / 16)
+    shift = (5, 11)
+    frames = _fv.integrate(prim0, [0.0, 0.05], params)
+    shifted = _fv.integrate(prim0.roll(shift, dims=(2, 3)), [0.0, 0.05], params)
+    torch.testing.assert_close(shifted[:, -1], frames[:, -1].roll(shift, dims=(2, 3)), rtol=1e-12, atol=1e-12)
+
+
+def test_stored_frames_follow_a_sound_wave_at_the_gamma_five_thirds_speed():
+    """A small pressure perturbation p' = eps cos(2 pi x) in gas at rest is a standing sound wave:
+    p'(t) = eps cos(2 pi x) cos(2 pi c t), c = sqrt(5/3 p0 / rho0) (PDEBench's gamma), sampled at
+    the stored times t = 0.05 k. The density's entropy part does not move."""
+    n, eps = 32, 1e-4
+    x = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    mode = torch.cos(2 * math.pi * x)[:, None].expand(n, n)
+    ones = torch.ones(n, n, dtype=torch.float64)
+    prim0 = torch.stack([ones, 0 * ones, 0 * ones, ones + eps * mode])[None]
+    case = ns2d_pdb.CASES["ns2d_pdb_M1e-1_eta1e-8_zeta1e-8_rand_512"]
+    frames = ns2d_pdb.simulate(prim0, case)[0]  # [21, 4, X, Y]
+    amplitude = ((frames[:, 3] - 1.0) * mode).sum(dim=(1, 2)) / (mode**2).sum() / eps
+    times = 0.05 * np.arange(21)
+    expected = np.cos(2 * math.pi * math.sqrt(5 / 3) * times)
+    np.testing.assert_allclose(amplitude.numpy(), expected, atol=0.05)  # scheme: ~0.03 phase lag by t = 1
 
 
 def test_rand_initial_condition_has_the_upstream_means():

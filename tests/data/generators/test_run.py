@@ -12,7 +12,14 @@ import pytest
 from moepot.cli import main
 from moepot.data.catalog import load_catalog
 from moepot.data.generators import all_generators, dr_pdb
-from moepot.data.generators.run import STAMP_FILE, SUITES, build_request, generate, resolve_names
+from moepot.data.generators.run import (
+    STAMP_FILE,
+    SUITES,
+    build_request,
+    generate,
+    resolve_names,
+    trajectory_rng,
+)
 from moepot.data.protocol import SampleReader
 from moepot.data.validate import validate_entry
 from moepot.errors import ConfigError, DataError
@@ -140,6 +147,20 @@ def test_output_is_deterministic_and_test_trajectories_ignore_n_train(tmp_path):
     np.testing.assert_array_equal(base, _test_sample(tmp_path / "b"))
     np.testing.assert_array_equal(base, _test_sample(tmp_path / "c", n_train=4))
     assert not np.allclose(base, _test_sample(tmp_path / "d", seed=1))
+
+
+def test_test_trajectories_are_independent_draws_not_copies_of_training_ones(tmp_path):
+    entry = generate(["dr_pdb"], data_root=tmp_path, **TINY)["dr_pdb"]
+    samples = {}
+    for split, n in (("train", 2), ("test", 1)):
+        for i in range(n):
+            with h5py.File(entry.path(split, tmp_path) / f"data_{i}.hdf5", "r") as f:
+                samples[split, i] = f["data"][...]
+    assert not any(np.allclose(samples["test", 0], samples["train", i]) for i in range(2))
+    # the seeding rule itself: every (split, index) of every generator is its own stream
+    for name in all_generators():
+        draws = [trajectory_rng(0, name, split, i).random() for split in ("train", "test") for i in range(3)]
+        assert len(set(draws)) == len(draws), name
 
 
 def test_keep_raw_keeps_the_raw_layout(tmp_path):
