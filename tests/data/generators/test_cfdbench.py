@@ -186,3 +186,48 @@ def test_simulation_count_is_the_number_of_cases_written(tmp_path):
     request = GenerateRequest(raw_dir=tmp_path, n_train=3, n_test=1, size=16, stored_size=16, progress=False)
     root = spec.write_raw(request)
     assert len(list(root.glob("*/*/case*"))) == spec.simulation_count(3, 1) > 4
+
+
+def test_cavity_frames_are_the_documented_interval_apart():
+    """The stored cavity frames are FRAME_DT = 0.01 s apart (module doc), checked against a clock
+    independent of the time stepping: with the lid at rest and a tiny (Stokes) velocity, the
+    kinetic energy decays as dE/dt = -2 nu lambda E, lambda the Rayleigh quotient -<u, L u> / <u, u>
+    of the initial field under the discrete Laplacian (a near-eigenmode: the quotient stays put)."""
+    case = _case("cavity", viscosity=1e-2, velocity=0.0)  # nu = 0.01, no lid: nothing but decay
+    solver = MacSolver(case, nx=16, ny=16)
+    dx, dy = solver.dx, solver.dy
+    x, y = np.arange(solver.nx + 1) * dx, np.arange(solver.ny + 1) * dy
+    # discrete stream function on the cell corners, zero on the walls: exactly divergence-free
+    psi = 1e-6 * np.sin(np.pi * x[None, :]) ** 2 * np.sin(np.pi * y[:, None]) ** 2
+    solver.u[:], solver.v[:] = np.diff(psi, axis=0) / dy, -np.diff(psi, axis=1) / dx
+    assert np.abs(solver.divergence()).max() < 1e-15
+    lap_u, _ = cfdbench._laplacian(solver.u.shape, solver.u_free, 0 * solver.u, (dy, dx), solver.u_edges)
+    lap_v, _ = cfdbench._laplacian(solver.v.shape, solver.v_free, 0 * solver.v, (dy, dx), solver.v_edges)
+    u, v = solver.u[solver.u_free], solver.v[solver.v_free]
+    rayleigh = -(u @ (lap_u @ u) + v @ (lap_v @ v)) / (u @ u + v @ v)
+    u0, v0 = solver.cell_velocity()
+    frames_u, frames_v = solver.run(10)
+    energy = (frames_u**2 + frames_v**2).sum(axis=(1, 2)) / (u0**2 + v0**2).sum()
+    t = 0.01 * np.arange(1, 11)  # the documented interval, not the solver's own dt
+    np.testing.assert_allclose(np.log(energy), -2.0 * solver.nu * rayleigh * t, rtol=0.02)
+
+
+# backward Euler (the default tube) and forward Euler (slow flow: small floored viscosity)
+@pytest.mark.parametrize(("viscosity", "density", "velocity"), [(0.1, 100.0, 1.0), (0.01, 1000.0, 0.01)])
+def test_outflow_has_zero_transverse_velocity_gradient(viscosity, density, velocity):
+    """Outflow rule (module doc): zero velocity gradient. On v's faces (Dirichlet 0 at the inlet,
+    zero-gradient at the outlet, 0 on the walls) v = sin(pi i / ny) sin(pi x / (2 W)) is an exact
+    eigenvector of the discrete Laplacian (its x-derivative vanishes at the outlet), so one viscous
+    step (backward or forward Euler) only rescales it, by 1 / (1 + nu dt mu) or 1 - nu dt mu."""
+    case = _case("tube", viscosity=viscosity, density=density, velocity=velocity)
+    solver = MacSolver(case, nx=16, ny=8)
+    k = np.pi / (2 * case.width)
+    x = (np.arange(solver.nx) + 0.5) * solver.dx
+    mode = 1e-3 * np.sin(np.pi * np.arange(solver.ny + 1) / solver.ny)[:, None] * np.sin(k * x)[None, :]
+    solver.v[:] = mode
+    solver.diffuse()
+    mu = 4 / solver.dx**2 * np.sin(k * solver.dx / 2) ** 2  # x: quarter wave, zero slope at the outlet
+    mu += 4 / solver.dy**2 * np.sin(np.pi / (2 * solver.ny)) ** 2  # y: half wave between the walls
+    amount = solver.nu * solver.dt * mu
+    factor = 1 - amount if solver.explicit_diffusion else 1 / (1 + amount)
+    np.testing.assert_allclose(solver.v, factor * mode, rtol=1e-10, atol=1e-15)

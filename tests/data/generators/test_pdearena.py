@@ -140,3 +140,31 @@ def test_sizes_the_solver_cannot_run_are_refused_before_anything_is_touched(tmp_
         build_request(spec, tmp_path, size=256)
     with pytest.raises(ConfigError, match="must equal --size 64"):
         build_request(spec, tmp_path, size=64, stored_size=32)
+
+
+@requires_phiflow
+@pytest.mark.filterwarnings("ignore:symmetric-gradient extrapolation is experimental")
+def test_viscous_step_damps_a_sine_mode_at_the_documented_viscosity():
+    """Explicit diffusion, nu = 0.01 and dt = 1.5 (raw-formats §8.3): on vx = sin(k y) the
+    5-point Laplacian is exactly -(4 / h^2) sin^2(k h / 2) vx away from the walls, so one forward
+    Euler step multiplies those faces by 1 - nu dt (4 / h^2) sin^2(k h / 2)."""
+    from phi import flow
+
+    math = flow.math
+    n, nu, dt = 16, 0.01, 1.5
+    h, k = 32.0 / n, 2 * np.pi * 2 / 32.0
+    with math.precision(64):
+        velocity = flow.StaggeredGrid(
+            lambda p: math.stack([math.sin(k * p.vector["y"]), 0 * p.vector["x"]], math.channel(vector="x,y")),
+            flow.extrapolation.ZERO,
+            x=n,
+            y=n,
+            bounds=flow.Box(x=32.0, y=32.0),
+        )
+        before = velocity.staggered_tensor().numpy("x,y,vector")  # [n + 1, n + 1, 2]
+        after = pdearena.viscous_step(velocity).staggered_tensor().numpy("x,y,vector")
+    factor = 1 - nu * dt * 4 / h**2 * np.sin(k * h / 2) ** 2
+    # vx faces two or more faces from the x walls (faces 0 and n), rows clear of the y walls
+    inner = (slice(2, n - 1), slice(1, n - 1), 0)
+    np.testing.assert_allclose(after[inner], factor * before[inner], rtol=1e-12)
+    assert np.abs(after[..., 1]).max() == 0  # nothing diffuses into vy
