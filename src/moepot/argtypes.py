@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 
 
@@ -13,6 +14,14 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def fold_count(text: str) -> int:
+    """Cross-validation folds: an integer >= 2 (one fold would leave nothing to train on)."""
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected at least 2 cross-validation folds, got {text}")
     return value
 
 
@@ -35,7 +44,7 @@ def output_dir(text: str) -> str:
 def output_file(text: str) -> str:
     """A file to write (replaced if it exists): not a directory, and not under a file."""
     path = Path(text)
-    if path.is_dir():
+    if path.is_dir() or text.endswith((os.sep, "/")):
         raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name")
     _check_directory_possible(path.parent, text)
     return text

@@ -163,6 +163,17 @@ def test_evaluate_rejects_bad_options_in_one_line(tmp_path, capsys, options, mes
     assert message in err and "Traceback" not in err
 
 
+def test_a_save_rollouts_path_ending_in_a_slash_names_a_directory_not_a_file(tmp_path, capsys):
+    """``--save-rollouts new/`` (a directory that does not exist yet) is refused: it would
+    otherwise be written as a file called ``new``."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--data", "decay_a",
+              "--save-rollouts", f"{tmp_path / 'new'}/"])  # fmt: skip
+    assert exit_.value.code == 2
+    assert "is a directory; give a file name" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.mark.parametrize("where", ["a directory", "under a file"])
 def test_output_paths_that_cannot_be_written_are_refused_before_any_work(tmp_path, capsys, where):
     """--save-rollouts and --run-dir are checked when the options are read: nothing is loaded,

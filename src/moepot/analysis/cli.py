@@ -13,7 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-from moepot.argtypes import output_dir, positive_float, positive_int
+from moepot.argtypes import fold_count, output_dir, positive_float, positive_int
 from moepot.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -74,14 +74,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                            "or ~/.cache/moepot/quickstart-data)")
     quick.add_argument("--json", action="store_true", help="print the summary as JSON")
     quick.set_defaults(func=run_quickstart_command)
-
-
-def fold_count(text: str) -> int:
-    """``--folds``: an integer >= 2 (one fold would leave nothing to train the classifier on)."""
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"expected at least 2 cross-validation folds, got {text}")
-    return value
 
 
 def run_route(args: argparse.Namespace) -> int:
