@@ -53,3 +53,20 @@ def test_check_directory_possible_creates_nothing(tmp_path):
     for target in (tmp_path / "f", tmp_path / "f" / "g" / "h"):
         with pytest.raises(OutputError, match=f"{tmp_path / 'f'} is a file, not a directory"):
             check_directory_possible(target)
+
+
+def test_atomic_file_gets_the_permissions_of_a_plain_open(tmp_path):
+    """mkstemp makes 0600 files; the renamed file must have what open() gives under the umask."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "a.txt") as tmp:
+            tmp.write_text("x")
+        with open(tmp_path / "b.txt", "w") as fh:
+            fh.write("x")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "a.txt").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == 0o644

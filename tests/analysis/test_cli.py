@@ -136,3 +136,41 @@ def test_quickstart_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("MOEPOT_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_quickstart_data_root() == tmp_path / "xdg" / "moepot" / "quickstart-data"
+
+
+def test_route_defaults_are_the_documented_ones_and_method_is_passed_on(tmp_path, capsys):
+    """docs/analysis.md: --n-samples defaults to 64, --method to centroid, --folds to 5."""
+    for name, rate in (("decay_slow", 0.95), ("decay_fast", 0.5)):
+        write_decay_dataset(tmp_path / "data", name, n_test=66, size=16, t_total=8, t_in=4, rate=rate)
+    checkpoint = tiny_moepot_checkpoint(tmp_path / "tiny.safetensors")
+    argv = ["route", "--checkpoint", str(checkpoint), "--data", "decay_slow", "decay_fast",
+            "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "route"), "--device", "cpu", "--json"]
+    assert main(argv) == 0
+    saved = json.loads(capsys.readouterr().out)
+    assert saved["n_samples"] == [64, 64]
+    assert (saved["classification"]["method"], saved["classification"]["folds"]) == ("centroid", 5)
+    assert main(argv + ["--n-samples", "6", "--method", "logistic", "--folds", "3"]) == 0
+    saved = json.loads(capsys.readouterr().out)
+    assert saved["n_samples"] == [6, 6]
+    assert (saved["classification"]["method"], saved["classification"]["folds"]) == ("logistic", 3)
+
+
+def test_quickstart_options_and_defaults_reach_run_quickstart(monkeypatch, tmp_path, capsys):
+    """Options not given are QuickstartOptions' defaults (8 minutes, cpu, seed 0, runs/quickstart)."""
+    import dataclasses
+    import types
+
+    import moepot.analysis.quickstart as quickstart
+
+    seen = []
+    summary = types.SimpleNamespace(to_dict=lambda: {}, text=lambda: "")
+    monkeypatch.setattr(quickstart, "run_quickstart", lambda options: seen.append(options) or summary)
+    monkeypatch.setenv("MOEPOT_CACHE", str(tmp_path / "cache"))
+    assert main(["quickstart"]) == 0
+    defaults = {f.name: f.default for f in dataclasses.fields(quickstart.QuickstartOptions)}
+    for key in ("out", "minutes", "device", "seed"):
+        assert getattr(seen[0], key) == defaults[key], key
+    assert main(["quickstart", "--minutes", "2.5", "--seed", "3", "--out", str(tmp_path / "q"),
+                 "--data-root", str(tmp_path / "d")]) == 0
+    capsys.readouterr()
+    assert (seen[1].minutes, seen[1].seed, seen[1].out, seen[1].data_root) == (2.5, 3, tmp_path / "q", tmp_path / "d")

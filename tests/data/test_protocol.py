@@ -64,6 +64,9 @@ def test_writers_refuse_nan_and_low_rank(tmp_path):
     bad[1, 2, 3, 0, 0] = np.nan
     with pytest.raises(DataError, match=r"1 NaN/Inf.*\(1, 2, 3, 0, 0\)"):
         write_single(tmp_path / "nan.hdf5", bad)
+    bad[1, 2, 3, 0, 0] = -np.inf
+    with pytest.raises(DataError, match=r"1 NaN/Inf.*\(2, 3, 0, 0\)"):
+        write_sample(tmp_path / "inf.hdf5", bad[1])
     with pytest.raises(DataError, match="expected an array"):
         write_sample(tmp_path / "low.hdf5", np.zeros((4, 4)))
     assert not list(tmp_path.iterdir())
@@ -108,6 +111,17 @@ def test_scatter_reader_bounds_its_open_files(tmp_path):
     assert len(reader._handles) == 2
 
 
+def test_scatter_reader_closes_the_least_recently_used_file(tmp_path):
+    for i in range(3):
+        write_sample(tmp_path / sample_file_name(i), np.full((2, 2, 2, 1), float(i)))
+    reader = SampleReader(tmp_path, scatter=True, max_open=2)
+    for i in (0, 1, 0, 2):  # 0 was used after 1: opening 2 closes 1
+        reader.read(i)
+    assert reader.open_count == 3
+    assert float(reader.read(0).mean()) == 0.0 and reader.open_count == 3  # still open
+    assert float(reader.read(1).mean()) == 1.0 and reader.open_count == 4  # reopened
+
+
 def _read_in_child(reader: SampleReader, queue) -> None:
     queue.put((reader.read(2).tolist(), reader.open_count))
 
@@ -116,7 +130,10 @@ def test_forked_child_opens_its_own_handle(tmp_path):
     array = RNG.standard_normal((4, 3, 3, 2, 1)).astype(np.float32)
     path = write_single(tmp_path / "f.hdf5", array)
     reader = SampleReader(path, scatter=False)
-    reader.read(0)  # the parent holds an open handle before forking
+    reader.read(0)
+    reader.close()
+    reader.read(0)  # the parent holds an open handle before forking, its second
+    assert reader.open_count == 2
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     child = context.Process(target=_read_in_child, args=(reader, queue))

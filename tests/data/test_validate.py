@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from moepot.cli import main
-from moepot.data.validate import validate_entry, validate_path
+from moepot.data.protocol import write_single
+from moepot.data.validate import Expectations, validate_entry, validate_path
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -59,6 +60,17 @@ def test_short_trajectories_wrong_rank_and_missing_samples(tiny_data, write_h5):
     tiny_data.add("few", n_train=2, catalog_sizes=(4, 2), channels=1, steps=10, t_in=4)
     report = validate_entry(tiny_data.catalog()["few"], tiny_data.data_root)
     assert [p.message for p in report.problems] == ["holds 2 samples, the catalogue reads 4"]
+
+
+def test_one_sample_or_one_step_short_is_a_problem(tmp_path):
+    """The boundaries: a split may hold more samples than the catalogue reads, never fewer, and a
+    trajectory needs at least t_in + t_test steps."""
+    path = write_single(tmp_path / "f.hdf5", np.ones((3, 4, 4, 9, 1)))
+    report = validate_path(path, expect=Expectations(n_samples=4, min_steps=10))
+    assert report.problems[0].message == "holds 3 samples, the catalogue reads 4"
+    assert "9 time steps, fewer than t_in + t_test = 10" in report.problems[1].message
+    assert len(report.problems) == 2
+    assert validate_path(path, expect=Expectations(n_samples=3, min_steps=9)).ok
 
 
 def test_whole_file_problems(tiny_data, write_h5, tmp_path):
@@ -138,3 +150,18 @@ def test_cli_reports_bad_catalogue_in_one_line(tmp_path, capsys, bad_catalog):
     path.write_text(bad_catalog)
     code, _, err = run_cli(capsys, "data", "list", "--catalog", str(path), "--data-root", str(tmp_path))
     assert code == 2 and str(path) in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_validate_options_reach_the_scan(tiny_data, write_h5, tmp_path, capsys):
+    """--split, --max-samples (for a PATH too) and --spatial-dims (default 2, docs/data.md)."""
+    data = tiny_data.add("toy", n_train=3, n_test=2, channels=1, steps=10, t_in=4)
+    common = ("--data-root", str(tiny_data.data_root), "--catalog", str(tiny_data.catalog_file))
+    code, out, _ = run_cli(capsys, "data", "validate", "toy", "--split", "test", *common)
+    assert code == 0 and "2 samples scanned, OK" in out
+    code, out, _ = run_cli(capsys, "data", "validate", str(data.train_path), "--max-samples", "2")
+    assert code == 0 and "2 samples scanned, OK" in out
+    flat = write_h5(tmp_path / "no_channels.hdf5", np.zeros((2, 4, 4, 6)))  # [N, X, Y, T]: a 2-D set
+    code, out, _ = run_cli(capsys, "data", "validate", str(flat))
+    assert code == 0 and "2 samples scanned, OK" in out
+    code, out, _ = run_cli(capsys, "data", "validate", str(flat), "--spatial-dims", "3")
+    assert code == 1 and "PROBLEM" in out

@@ -406,3 +406,40 @@ def test_a_presets_bad_dataset_id_names_the_preset_file_as_its_other_errors_do(c
     for bad in ("lr=abc", "train_paths=[swe_pdbb]"):
         assert main(["pretrain", "--config", "tiny_cpu_moepot", "--set", bad, "--dry-run"]) == 2
         assert capsys.readouterr().err.startswith(f"moepot: error: {preset}: --set ")
+
+
+def test_evaluate_options_and_defaults_reach_evaluate_model(monkeypatch, tmp_path, capsys):
+    """--teacher-forced is passed on, and the batch size defaults to 8 (--help, docs/training.md)."""
+    import moepot.eval.evaluate
+    import moepot.train.loop
+
+    calls = []
+    monkeypatch.setattr(moepot.train.loop, "load_model_for_eval", lambda checkpoint, device=None: object())
+    monkeypatch.setattr(moepot.eval.evaluate, "evaluate_model",
+                        lambda model, data, **kwargs: calls.append(kwargs) or {})
+    checkpoint = str(tmp_path / "m.pt")
+    assert main(["evaluate", "--checkpoint", checkpoint, "--data", "decay_a", "--json"]) == 0
+    assert main(["evaluate", "--checkpoint", checkpoint, "--data", "decay_a", "--teacher-forced",
+                 "--batch-size", "3", "--n-test", "5", "--res", "16", "--json"]) == 0
+    capsys.readouterr()
+    assert (calls[0]["batch_size"], calls[0]["teacher_forced"], calls[0]["n_test"], calls[0]["res"]) == (8, False, None, None)
+    assert (calls[1]["batch_size"], calls[1]["teacher_forced"], calls[1]["n_test"], calls[1]["res"]) == (3, True, 5, 16)
+
+
+def test_max_minutes_reaches_the_training_loop(data_root, tmp_path, monkeypatch):
+    import types
+
+    import moepot.train.loop
+
+    seen = []
+
+    def fake_train(config, **kwargs):
+        seen.append(kwargs)
+        return types.SimpleNamespace(run_dir=config.run_dir, step=0, checkpoint=None)
+
+    monkeypatch.setattr(moepot.train.loop, "train", fake_train)
+    config = tmp_path / "c.yaml"
+    config.write_text("train_paths: [decay_a]\n")
+    assert main(["pretrain", "--config", str(config), "--data-root", str(data_root), "--run-dir",
+                 str(tmp_path / "run"), "--max-minutes", "0.5"]) == 0
+    assert seen[0]["max_minutes"] == 0.5 and seen[0]["resume"] is None

@@ -176,6 +176,13 @@ def test_one_device_runs_every_task_there_in_this_process():
     assert calls == [("t0", "cuda:1"), ("t1", "cuda:1"), ("t2", "cuda:1")]
 
 
+@pytest.mark.parametrize("devices", [["cuda:1"], ["cuda:2", "cuda:0"]])
+def test_a_single_task_runs_in_this_process_on_the_first_device(devices):
+    calls = []
+    assert run_tasks(make_configs(1), lambda cfg, device: calls.append(device) or 0, devices=devices) == 0
+    assert calls == [devices[0]]
+
+
 def test_a_failing_task_does_not_stop_the_others_and_sets_the_status():
     from moepot.errors import DataError
 

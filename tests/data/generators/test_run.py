@@ -237,3 +237,24 @@ def test_a_data_root_under_a_file_is_one_line_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{blocker} is a file, not a directory" in err and "Traceback" not in err
     assert blocker.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["catalog.yaml"]
+
+
+def test_cli_options_reach_generate_and_its_defaults_are_the_apis(tmp_path, monkeypatch, capsys):
+    """Each option lands on its own argument, and an option not given is generate()'s documented
+    default (docs/generators.md: seed=0, stored_size=None, ...)."""
+    import inspect
+
+    import moepot.data.generators.cli as gen_cli
+
+    calls = []
+    monkeypatch.setattr(gen_cli, "generate", lambda names, **kwargs: calls.append(kwargs) or {})
+    assert main(["data", "generate", "dr_pdb", "--data-root", str(tmp_path)]) == 0
+    defaults = {name: p.default for name, p in inspect.signature(generate).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    for key in ("n_train", "n_test", "size", "stored_size", "seed", "suite", "keep_raw", "workers"):
+        assert calls[0][key] == defaults[key], key
+    assert main(["data", "generate", "dr_pdb", "--data-root", str(tmp_path), "--n-train", "3", "--n-test", "2",
+                 "--size", "16", "--stored-size", "8", "--seed", "4", "--workers", "1", "--keep-raw"]) == 0
+    capsys.readouterr()
+    given = {key: calls[1][key] for key in ("n_train", "n_test", "size", "stored_size", "seed", "workers", "keep_raw")}
+    assert given == {"n_train": 3, "n_test": 2, "size": 16, "stored_size": 8, "seed": 4, "workers": 1, "keep_raw": True}
