@@ -186,15 +186,6 @@ def test_resume_and_the_commands_read_the_same_checkpoint_of_a_run_directory(tmp
         manager.resolve_resume(tmp_path / "empty")
 
 
-def test_mark_best_points_best_at_the_named_step_not_the_last(tmp_path):
-    manager = CheckpointManager(tmp_path, keep_last=3)
-    for step in (1, 2, 3):
-        manager.save({"step": step}, step=step)
-    manager.mark_best(2)
-    assert load_checkpoint(manager.best)["step"] == 2
-    assert load_checkpoint(manager.last)["step"] == 3
-
-
 def test_run_lock_is_released_when_the_run_fails_and_leaves_no_open_file(tmp_path):
     lock = RunLock(tmp_path)
     with pytest.raises(RuntimeError, match="boom"), lock:

@@ -224,10 +224,6 @@ class CheckpointManager:
                 old.unlink()
         return path
 
-    def mark_best(self, step: int) -> None:
-        """Point ``best.pt`` at the step file of ``step`` (which must exist)."""
-        _publish(self.step_path(step), self.best)
-
     @staticmethod
     def checkpoint_of(source: str | os.PathLike) -> Path:
         """``source`` itself for a file; for a run directory the checkpoint it stands for, its last
