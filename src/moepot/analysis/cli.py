@@ -41,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     route.add_argument("--checkpoint", required=True,
                        help="MoE-POT checkpoint (ours, a run directory for its last checkpoint, or an official .pth)")
     route.add_argument("--data", nargs="+", required=True, metavar="NAME", help="catalogue dataset names")
-    route.add_argument("--data-root", help="data root (default $MOEPOT_DATA_ROOT or the current directory)")
-    route.add_argument("--catalog", help="extra catalogue file")
+    route.add_argument("--data-root", metavar="DIR", help="data root (default $MOEPOT_DATA_ROOT or the current directory)")
+    route.add_argument("--catalog", metavar="FILE", help="extra catalogue file")
     route.add_argument("--res", type=positive_int, help="grid the samples are resized to (default the model's)")
     route.add_argument("--n-samples", type=positive_int, default=64,
                        help="test samples per dataset (default 64; fewer if the split is smaller)")
@@ -50,9 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="classifier: nearest class centroid (default) or multinomial logistic regression")
     route.add_argument("--folds", type=fold_count, default=5,
                        help="cross-validation folds, at least 2 (default 5; lowered to the number of samples when there are fewer)")
-    route.add_argument("--batch-size", type=positive_int, default=16)
+    route.add_argument("--batch-size", type=positive_int, default=16, help="samples per forward (default 16)")
     route.add_argument("--device", help="cpu, cuda, cuda:1 (default: a GPU when available)")
-    route.add_argument("--out", default="runs/route", type=output_dir, help="report directory (default runs/route)")
+    route.add_argument("--out", default="runs/route", type=output_dir, metavar="DIR", help="report directory (default runs/route)")
     route.add_argument("--json", action="store_true", help="print the analysis as JSON")
     route.set_defaults(func=run_route)
 
@@ -65,13 +65,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "zero-shot on every dataset and write a report with errors, curves, rollouts and the router analysis."
         ),
     )
-    quick.add_argument("--out", default="runs/quickstart", type=output_dir, help="report directory (default runs/quickstart)")
+    quick.add_argument("--out", default="runs/quickstart", type=output_dir, metavar="DIR", help="report directory (default runs/quickstart)")
     quick.add_argument("--minutes", type=positive_float, default=8.0,
                        help="total time budget in minutes (default 8; training gets most of it)")
     quick.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     quick.add_argument("--seed", type=int, default=0)
-    quick.add_argument("--data-root", help="cache of the generated data (default $MOEPOT_CACHE/quickstart-data "
-                                           "or ~/.cache/moepot/quickstart-data)")
+    quick.add_argument("--data-root", metavar="DIR",
+                       help="cache of the generated data (default $MOEPOT_CACHE/quickstart-data, else "
+                            "$XDG_CACHE_HOME/moepot/quickstart-data, else ~/.cache/moepot/quickstart-data)")
     quick.add_argument("--json", action="store_true", help="print the summary as JSON")
     quick.set_defaults(func=run_quickstart_command)
 

@@ -32,9 +32,9 @@ def register(subparsers: Any) -> None:
         parser.add_argument("--config", required=True, help="YAML config file or shipped preset name")
         parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                             help="override a config key (YAML value), repeatable")
-        parser.add_argument("--data-root", help="root of the dataset files")
-        parser.add_argument("--catalog", help="extra dataset catalogue (YAML)")
-        parser.add_argument("--run-dir", type=output_dir, help="run directory (default runs/<name>-<time>)")
+        parser.add_argument("--data-root", metavar="DIR", help="root of the dataset files")
+        parser.add_argument("--catalog", metavar="FILE", help="extra dataset catalogue (YAML)")
+        parser.add_argument("--run-dir", type=output_dir, metavar="DIR", help="run directory (default runs/<name>-<time>)")
         parser.add_argument("--resume", metavar="auto|PATH",
                             help="continue exactly from the run directory's last checkpoint or PATH")
         parser.add_argument("--max-minutes", type=positive_float, help="wall-clock budget per task")
@@ -53,8 +53,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key (YAML value), repeatable")
     parser.add_argument("--res", type=positive_int, help="evaluation grid (default: the model's)")
-    parser.add_argument("--data-root", help="root of the dataset files")
-    parser.add_argument("--catalog", help="extra dataset catalogue (YAML)")
+    parser.add_argument("--data-root", metavar="DIR", help="root of the dataset files")
+    parser.add_argument("--catalog", metavar="FILE", help="extra dataset catalogue (YAML)")
     parser.add_argument("--n-test", type=positive_int, help="first N test trajectories of each dataset")
     parser.add_argument("--batch-size", type=positive_int, help="trajectories per batch (default 8)")
     parser.add_argument("--teacher-forced", action="store_true", help="also report the teacher-forced error")
