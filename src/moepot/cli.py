@@ -3,13 +3,15 @@
 Each area of the package owns its subcommands in its own ``cli`` module, exposing
 ``register(subparsers)``; this file only assembles them, so adding a command never means
 editing a central switch. Errors raised as :class:`moepot.errors.MoepotError` are printed as
-one line (``moepot: error: ...``) with exit status 2.
+one line (``moepot: error: ...``) with exit status 2; output into a closed pipe ends quietly
+(exit status 141, as a shell reports a process stopped by SIGPIPE).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from moepot._imports import import_if_present
@@ -59,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("moepot: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`moepot data list | head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit-time flush fails too
+        return 141  # 128 + SIGPIPE
 
 
 if __name__ == "__main__":
