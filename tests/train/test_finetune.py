@@ -113,3 +113,23 @@ def test_a_named_preset_or_another_family_keeps_its_own_architecture(tmp_path):
     assert _pretrained_architecture(path, "moepot")["embed_dim"] == 16
     assert _pretrained_architecture(path, "moepot-s") == {}  # the preset's sizes: the trunk check names them
     assert _pretrained_architecture(path, "fno") == {}  # another family: nothing to take
+
+
+def test_the_run_records_the_checkpoint_it_fine_tuned_from(tmp_path):
+    """config.yaml (which reruns the job) and `moepot info` name the pre-trained checkpoint:
+    before, config.yaml said resume_path: null and a rerun from it stopped asking for one."""
+    from moepot.models.cli import format_info
+    from moepot.models.registry import describe_source, save_pretrained
+
+    write_decay_dataset(tmp_path, "decay_a", n_train=8, channels=2, seed=1)
+    path = save_pretrained(tiny(0), tmp_path / "pre.safetensors")
+    cfg = TrainConfig.from_dict(dict(model="moepot", res=16, T_in=4, n_class=2, train_paths=["decay_a"],
+                                     data_root=str(tmp_path), batch_size=4, max_steps=1, epochs=2, warmup_epochs=1,
+                                     n_test=2, load_components=["all"], use_writer=False))  # fmt: skip
+    assert cfg.resume_path is None
+    train(cfg, run_dir=tmp_path / "run", finetune_from=path, progress=False)
+    saved = TrainConfig.from_dict(__import__("yaml").safe_load((tmp_path / "run" / "config.yaml").read_text()))
+    assert saved.resume_path == str(path)
+    info = describe_source(str(tmp_path / "run"))
+    assert info["training"]["finetuned_from"] == str(path)
+    assert f"  fine-tuned from: {path}" in format_info(info).splitlines()

@@ -53,7 +53,7 @@ class WeightsFile:
     args: dict[str, Any] = field(default_factory=dict)  # official: vars(args)
     extra: dict[str, Any] | None = None
     # a training checkpoint's progress: step, epoch, complete and the config's train_paths /
-    # test_paths (those it stores); None for other files
+    # test_paths (those it stores), and for a fine-tuning run finetuned_from; None for other files
     training: dict[str, Any] | None = None
 
 
@@ -143,6 +143,8 @@ def _read_torch(path: Path, map_location: str | torch.device) -> WeightsFile:
         training = {key: payload[key] for key in TRAINING_KEYS if key in payload}
         training.update({key: list(run_config[key]) for key in ("train_paths", "test_paths")
                          if isinstance(run_config.get(key), list | tuple)})
+        if payload.get("finetune") and isinstance(run_config.get("resume_path"), str):
+            training["finetuned_from"] = run_config["resume_path"]
     return WeightsFile(path, strip_prefixes(state), config=config, args=args, extra=payload.get("extra"),
                        training=training)
 

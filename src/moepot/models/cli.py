@@ -67,6 +67,8 @@ def format_info(info: dict) -> str:
         if "complete" in training:
             progress.append("finished" if training["complete"] else "not finished")
         lines.append("training checkpoint: " + (", ".join(progress) or "no progress stored"))
+        if "finetuned_from" in training:
+            lines.append(f"  fine-tuned from: {training['finetuned_from']}")
         for key, label in (("train_paths", "trained on"), ("test_paths", "tested on")):
             if key in training:
                 lines.append(f"  {label}: {', '.join(training[key])}")

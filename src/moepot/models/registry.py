@@ -250,7 +250,8 @@ def describe_source(source: str) -> dict[str, Any]:
 
     A run directory stands for its last checkpoint (``checkpoints/last.pt``) and adds
     ``run_dir``; a training checkpoint adds ``training``: its ``step``, ``epoch``, ``complete``
-    and the ``train_paths`` / ``test_paths`` of its run (those it stores).
+    and the ``train_paths`` / ``test_paths`` of its run (those it stores), and for a fine-tuning run
+    ``finetuned_from`` (the pre-trained checkpoint).
     """
     if source.lower() in PRESETS or source.lower() in FAMILIES:
         return describe(resolve_config(source))

@@ -253,6 +253,9 @@ def _train_locked(
         overrides.update(filled)
         # ... and config.yaml (and the checkpoints' config) say so
         config = config.model_copy(update={MODEL_FIELD_KEYS[k]: v for k, v in filled.items() if k in MODEL_FIELD_KEYS})
+        # the checkpoint fine-tuned from is part of the run: config.yaml (which reruns it with
+        # `moepot finetune --config`) and the checkpoints' config name it
+        config = config.model_copy(update={"resume_path": str(finetune_from)})
     overrides.setdefault("in_channels", n_channels)
     overrides.setdefault("out_channels", n_channels)
     overrides.setdefault("n_cls", len(train_names))
