@@ -92,3 +92,22 @@ def test_inferred_architecture_matches_checkpoint_args(fixtures_dir):
         len(args.train_paths),
     )
     assert cfg.normalize == bool(args.normalize)
+
+
+def test_a_file_without_args_modes_warns_and_modes_can_be_given(tmp_path, fixtures_dir, caplog):
+    """A bare state dict (no args) cannot tell its Fourier modes: loading it used to assume 32
+    in silence (other outputs); it warns, and load_pretrained(path, modes=N) gives the original's."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        ckpt = torch.load(fixtures_dir / "moepot_ref_a.pth", weights_only=True)
+    torch.save(ckpt["model"], tmp_path / "bare.pth")
+    case = load_fixture("moepot_ref_a_case.pt")
+    with caplog.at_level("WARNING"):
+        assert load_pretrained(tmp_path / "bare.pth").config.modes == 32
+    assert "stores no args.modes" in caplog.text and "modes=N" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        model = load_pretrained(tmp_path / "bare.pth", modes=ckpt["args"].modes)
+        load_pretrained(fixtures_dir / "moepot_ref_a.pth")
+    assert "args.modes" not in caplog.text
+    with torch.no_grad():
+        assert rel_err(model(case["input"]).pred, case["eval_pred"]) < TOL

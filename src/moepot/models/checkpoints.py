@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import math
 import os
 import pickle
@@ -33,6 +34,8 @@ import torch
 
 from moepot.errors import CheckpointError, ConfigError
 from moepot.models.config import ModelConfig
+
+log = logging.getLogger(__name__)
 
 CONFIG_METADATA_KEY = "moepot_config"
 EXTRA_METADATA_KEY = "moepot_extra"
@@ -178,12 +181,18 @@ def infer_config(
 ) -> ModelConfig:
     """Rebuild the ModelConfig of an official DPOT / MoE-POT state dict from its shapes.
 
-    ``modes`` and ``act`` cannot be read from shapes and come from ``args`` (defaults 32, gelu).
+    ``modes`` and ``act`` cannot be read from shapes and come from ``args`` (defaults 32, gelu;
+    a missing ``modes`` is warned about, as a wrong one changes every output).
 
     Raises:
         CheckpointError: a key the inference needs is missing, or the shapes disagree.
     """
     args = args or {}
+    if "modes" not in args:  # the one architecture field no weight shape holds
+        log.warning(
+            "%s stores no args.modes (the Fourier modes cannot be read from the weights): assuming the "
+            "published 32; if it was trained with another, pass it (load_pretrained(path, modes=N))", source
+        )
 
     def shape(key: str) -> tuple[int, ...]:
         if key not in state_dict:

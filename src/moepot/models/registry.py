@@ -181,7 +181,8 @@ def load_pretrained(path: str | os.PathLike, /, **overrides: Any) -> NeuralOpera
             raise CheckpointError(f"checkpoint {weights.path}: invalid model config: {exc}") from exc
     else:
         config = preset_name_for(
-            infer_config(weights.state_dict, weights.args, source=f"checkpoint {weights.path}")
+            infer_config(weights.state_dict, {**weights.args, **{k: overrides[k] for k in ("modes", "act") if k in overrides}},
+                         source=f"checkpoint {weights.path}")
         )
     if overrides:
         config = resolve_config(config.name, **{**config.to_dict(), **overrides})
