@@ -111,3 +111,18 @@ def test_a_file_without_args_modes_warns_and_modes_can_be_given(tmp_path, fixtur
     assert "args.modes" not in caplog.text
     with torch.no_grad():
         assert rel_err(model(case["input"]).pred, case["eval_pred"]) < TOL
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_official_checkpoint_exports_with_moepot_save_pretrained(suffix, tmp_path, fixtures_dir):
+    """The README's export: moepot.save_pretrained (the top-level twin of load_pretrained, which
+    was missing) writes a file that reloads to the original's outputs."""
+    import moepot
+
+    case = load_fixture("moepot_ref_a_case.pt")
+    path = moepot.save_pretrained(load_pretrained(fixtures_dir / "moepot_ref_a.pth"), tmp_path / f"ref{suffix}")
+    model = load_pretrained(path)
+    with torch.no_grad():
+        out = model(case["input"])
+    assert rel_err(out.pred, case["eval_pred"]) < TOL and rel_err(out.cls_logits, case["eval_cls"]) < TOL
+    assert [float(layer.temperature) for layer in model.moe_layers()] == [0.5, 0.5]

@@ -1,6 +1,6 @@
 """MoE-POT, DPOT and FNO models.
 
-Public entry points (``moepot.build_model`` / ``moepot.load_pretrained`` re-export the first two):
+Public entry points (``moepot.build_model`` / ``moepot.load_pretrained`` / ``moepot.save_pretrained`` re-export the first three):
 
 - :func:`moepot.models.registry.build_model`, :func:`~moepot.models.registry.load_pretrained`,
   :func:`~moepot.models.registry.save_pretrained`, presets in ``registry.PRESETS``;
