@@ -84,6 +84,23 @@ def test_wrong_input_shape_is_a_clear_error():
         model(torch.randn(1, 16, 12, 3, 2))
 
 
+@pytest.mark.parametrize("name", ["moepot", "dpot", "fno"])
+def test_wrong_input_type_dtype_or_device_is_a_clear_error(name):
+    """float64 data (numpy / HDF5) or a numpy array used to fail deep inside a layer
+    ('expected m1 and m2 to have the same dtype'; a linspace TypeError): one line naming the fix."""
+    model = build_model(name, **{**({} if name == "fno" else TINY), "in_channels": 2, "out_channels": 2,
+                                 "in_timesteps": 3})
+    x = torch.randn(1, 16, 16, 3, 2)
+    with pytest.raises(ConfigError, match=r"torch.float32 weights, its input is torch.float64; .*x.to\(torch.float32\)"):
+        model(x.double())
+    with pytest.raises(ConfigError, match=r"must be a torch.Tensor .*got a ndarray"):
+        model(x.numpy())
+    with pytest.raises(ConfigError, match=r"is on cpu, its input on meta"):
+        model(x.to("meta"))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts by itself
+        assert model(x.bfloat16()).pred.shape == (1, 16, 16, 1, 2)
+
+
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
 def test_save_and_load_round_trip(tmp_path, suffix):
     torch.manual_seed(0)

@@ -80,6 +80,17 @@ class NeuralOperator(nn.Module):
         ``grid=None`` accepts any X, Y (resolution-free models).
         """
         cfg = self.config
+        if not isinstance(x, torch.Tensor):
+            raise ConfigError(f"model input must be a torch.Tensor [B, X, Y, T, C]; got a {type(x).__name__} "
+                              "(convert it with torch.as_tensor(x, dtype=torch.float32))")
+        weight = next(self.parameters(), None)
+        if weight is not None and x.device != weight.device:
+            raise ConfigError(f"model {cfg.name!r} is on {weight.device}, its input on {x.device}; "
+                              f"move the input with x.to({str(weight.device)!r})")
+        # (under autocast the layers cast their inputs themselves)
+        if weight is not None and x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise ConfigError(f"model {cfg.name!r} has {weight.dtype} weights, its input is {x.dtype}; convert "
+                              f"the input with x.to({weight.dtype}) (numpy and HDF5 data are often float64)")
         if x.ndim != 5:
             raise ConfigError(f"model input must be [B, X, Y, T, C] (5 axes); got shape {tuple(x.shape)}")
         _, nx, ny, nt, nc = x.shape
