@@ -38,6 +38,22 @@ def test_info_checkpoint_counts_the_file_parameters(capsys, fixtures_dir):
     assert info["activated_params"] == info["total_params"] - depth * 12 * expert
 
 
+@pytest.mark.parametrize("arch", ["moepot", "dpot"])
+def test_info_on_an_official_checkpoint_names_its_datasets(arch, capsys, fixtures_dir):
+    """The file's args.train_paths (the order of the class logits) were read but never shown."""
+    path = fixtures_dir / f"{arch}_ref_a.pth"
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        args = torch.load(path, weights_only=True)["args"]
+    assert main(["info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["official_args"] == {"train_paths": list(args.train_paths), "test_paths": list(args.test_paths)}
+    assert len(args.train_paths) == info["config"]["n_cls"]
+    assert main(["info", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"  trained on: {', '.join(args.train_paths)} (the order of the class logits)" in lines
+    assert f"  tested on: {', '.join(args.test_paths)}" in lines
+
+
 def test_info_unknown_name_is_a_one_line_error(capsys):
     assert main(["info", "moepot-xxl"]) == 2
     assert "moepot-ti" in capsys.readouterr().err

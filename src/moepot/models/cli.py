@@ -72,6 +72,13 @@ def format_info(info: dict) -> str:
         for key, label in (("train_paths", "trained on"), ("test_paths", "tested on")):
             if key in training:
                 lines.append(f"  {label}: {', '.join(training[key])}")
+    official = info.get("official_args")
+    if official:
+        lines.append("official checkpoint (its args):")
+        if "train_paths" in official:
+            lines.append(f"  trained on: {', '.join(official['train_paths'])} (the order of the class logits)")
+        if "test_paths" in official:
+            lines.append(f"  tested on: {', '.join(official['test_paths'])}")
     lines.append(f"total parameters:     {info['total_params']:>14,} ({short_count(info['total_params'])})")
     lines.append(f"activated per sample: {info['activated_params']:>14,} ({short_count(info['activated_params'])})")
     lines.append("config:")

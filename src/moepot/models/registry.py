@@ -252,7 +252,8 @@ def describe_source(source: str) -> dict[str, Any]:
     A run directory stands for its last checkpoint (``checkpoints/last.pt``) and adds
     ``run_dir``; a training checkpoint adds ``training``: its ``step``, ``epoch``, ``complete``
     and the ``train_paths`` / ``test_paths`` of its run (those it stores), and for a fine-tuning run
-    ``finetuned_from`` (the pre-trained checkpoint).
+    ``finetuned_from`` (the pre-trained checkpoint). An official file adds ``official_args``:
+    the ``train_paths`` / ``test_paths`` of its ``args`` (the order of the class logits).
     """
     if source.lower() in PRESETS or source.lower() in FAMILIES:
         return describe(resolve_config(source))
@@ -272,6 +273,11 @@ def describe_source(source: str) -> dict[str, Any]:
         info["run_dir"] = str(run_dir)
     if weights.training is not None:
         info["training"] = weights.training
+    elif weights.config is None:  # official: its args name the pre-training datasets
+        official = {key: [str(v) for v in weights.args[key]] for key in ("train_paths", "test_paths")
+                    if isinstance(weights.args.get(key), list | tuple)}  # fmt: skip
+        if official:
+            info["official_args"] = official
     return info
 
 
