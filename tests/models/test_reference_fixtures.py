@@ -126,3 +126,16 @@ def test_official_checkpoint_exports_with_moepot_save_pretrained(suffix, tmp_pat
         out = model(case["input"])
     assert rel_err(out.pred, case["eval_pred"]) < TOL and rel_err(out.cls_logits, case["eval_cls"]) < TOL
     assert [float(layer.temperature) for layer in model.moe_layers()] == [0.5, 0.5]
+
+
+def test_a_truncated_official_checkpoint_is_one_short_line(tmp_path, fixtures_dir):
+    """The reason keeps torch's first sentence, not the paragraph of advice that follows it."""
+    from moepot.errors import CheckpointError
+
+    data = (fixtures_dir / "moepot_ref_a.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError) as info:
+        load_pretrained(tmp_path / "cut.pth")
+    message = str(info.value)
+    assert "cut.pth is truncated or not a torch checkpoint" in message and "\n" not in message
+    assert "internal miniz error" not in message and len(message) < 300  # torch's advice is cut

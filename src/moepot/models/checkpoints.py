@@ -317,7 +317,7 @@ def describe_load_failure(path: Path, exc: Exception, allowed: str = "") -> str:
     if not zipfile.is_zipfile(path):
         return (
             f"checkpoint {path} is truncated or not a torch checkpoint ({size} bytes, no zip directory at "
-            f"its end; {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})"
+            f"its end; {type(exc).__name__}: {_first_sentence(str(exc)) or 'no detail'})"
         )
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return f"checkpoint {path} cannot be read (damaged file?): {reason}"
@@ -369,3 +369,10 @@ def verify_checksum(payload: dict[str, Any], path: str | os.PathLike) -> None:
             f"checkpoint {path} is corrupt: its content does not match the stored "
             f"{CHECKSUM_KEY!r} (damaged on disk or in transfer?); use an earlier checkpoint"
         )
+
+
+def _first_sentence(text: str) -> str:
+    """The first sentence of an error text: torch's zip reader follows its reason with a paragraph
+    of advice on one line."""
+    line = text.splitlines()[0] if text else ""
+    return re.split(r"(?<=\.)\s", line, maxsplit=1)[0]
