@@ -133,6 +133,25 @@ def test_info_on_a_run_directory_reads_its_last_checkpoint(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["training"]["step"] == 3
 
 
+def test_load_pretrained_takes_a_run_directory_like_the_commands(tmp_path):
+    """moepot.load_pretrained(run_dir) said 'is a directory; give a checkpoint file' while every
+    command takes a run directory for its checkpoints/last.pt."""
+    from moepot import build_model, load_pretrained
+    from moepot.train.checkpoint import CheckpointManager
+
+    run = tmp_path / "run"
+    model = build_model("dpot", img_size=16, patch_size=4, embed_dim=16, depth=1, n_blocks=2, modes=2)
+    CheckpointManager(run).save({"model": model.state_dict(), "model_config": model.config.to_dict()}, step=1)
+    loaded = load_pretrained(run)
+    x = torch.randn(1, 16, 16, model.config.in_timesteps, model.config.in_channels)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).pred, model.eval()(x).pred, rtol=0, atol=0)
+    from moepot.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"not a run directory with a checkpoint: .*last.pt does not exist"):
+        load_pretrained(tmp_path)
+
+
 def test_info_on_a_directory_without_a_checkpoint_is_one_line(tmp_path, capsys):
     assert main(["info", str(tmp_path)]) == 2
     err = capsys.readouterr().err

@@ -242,7 +242,7 @@ def test_missing_and_foreign_files_are_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_pretrained(tmp_path / "nope.pth")
     (tmp_path / "run").mkdir()  # e.g. moepot finetune --checkpoint runs/x: it exists, as a directory
-    with pytest.raises(CheckpointError, match=r"run is a directory; give a checkpoint file"):
+    with pytest.raises(CheckpointError, match=r"run is a directory but not a run directory with a checkpoint"):
         load_pretrained(tmp_path / "run")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="junk.pth"):

@@ -169,10 +169,16 @@ def load_pretrained(path: str | os.PathLike, /, **overrides: Any) -> NeuralOpera
     strictly; the MoE temperature (absent from official files) is set to the inference value
     0.5 in every case.
 
+    A run directory stands for its last checkpoint (``checkpoints/last.pt``), as on the command line.
+
     Raises:
         CheckpointError: missing, unsafe or corrupt file; keys or shapes that do not match the
             model (the missing, unexpected and mis-shaped keys are named).
     """
+    if Path(path).is_dir():
+        from moepot.train.checkpoint import CheckpointManager
+
+        path = CheckpointManager.checkpoint_of(path)
     weights = read_weights(path)
     if weights.config is not None:
         try:
