@@ -443,3 +443,17 @@ def test_max_minutes_reaches_the_training_loop(data_root, tmp_path, monkeypatch)
     assert main(["pretrain", "--config", str(config), "--data-root", str(data_root), "--run-dir",
                  str(tmp_path / "run"), "--max-minutes", "0.5"]) == 0
     assert seen[0]["max_minutes"] == 0.5 and seen[0]["resume"] is None
+
+
+def test_finetune_dry_run_names_the_pretrained_checkpoint(tmp_path, data_root, capsys):
+    """--dry-run listed the tasks and run directories but not the checkpoint each task starts from."""
+    from moepot import build_model
+    from moepot.models.registry import save_pretrained
+
+    pre = save_pretrained(build_model("moepot", img_size=16, patch_size=4, embed_dim=16, depth=1, n_blocks=2,
+                                      modes=3), tmp_path / "pre.safetensors")  # fmt: skip
+    config = tmp_path / "ft.yaml"
+    config.write_text("model: moepot\nres: 16\nT_in: 4\ntrain_paths: [decay_a]\n")
+    assert main(["finetune", "--config", str(config), "--checkpoint", str(pre), "--dry-run",
+                 "--data-root", str(data_root)]) == 0  # fmt: skip
+    assert f"  fine-tunes: {pre}" in capsys.readouterr().out.splitlines()

@@ -137,6 +137,8 @@ def run_training(args: argparse.Namespace, command: str) -> int:
         for line in describe_tasks(configs):
             print(line)
         for config in configs:
+            if command == "finetune":  # the pre-trained start, which finetune requires
+                print(f"  fine-tunes: {config.resume_path}")
             print(f"  run directory: {config.run_dir}")
         return 0
     run_one = functools.partial(
