@@ -407,6 +407,24 @@ def test_collect_test_routing_reads_data_for_a_rectangular_model(tmp_path):
         assert record.n_samples == 6 and record.n_layers == 1
 
 
+def test_collect_test_routing_checks_every_dataset_before_the_model_runs(tmp_path):
+    """An unknown id after a good one is reported before the model sees any sample (it used to
+    surface only after the earlier datasets had been routed)."""
+    from tiny_data import write_decay_dataset
+
+    from moepot import build_model
+    from moepot.analysis.routing import collect_test_routing
+
+    write_decay_dataset(tmp_path, "decay_a", n_test=3)
+    model = build_model("moepot", img_size=16, patch_size=4, in_channels=1, out_channels=1, in_timesteps=4,
+                        embed_dim=16, depth=1, n_blocks=2, modes=3, out_layer_dim=8).eval()  # fmt: skip
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    with pytest.raises(DataError, match="unknown dataset id 'decay_zz'"):
+        collect_test_routing(model, ["decay_a", "decay_zz"], data_root=tmp_path, progress=False)
+    assert calls == []
+
+
 # ----------------------------------------------------------------------------- cross-validation folds
 
 

@@ -237,9 +237,10 @@ def collect_test_routing(
         raise ConfigError("collect_test_routing: give res (the model's config has no img_size)")
     if catalog is None or isinstance(catalog, (str, os.PathLike)):
         catalog = load_catalog(catalog, data_root)
-    records = []
-    for name in names:
-        dataset = MixtureDataset(
+    # every dataset opened (ids, files, shapes checked from their headers) before the model runs
+    # on the first: a problem with the last one is reported at once, not after the others ran
+    datasets = [
+        MixtureDataset(
             [name],
             split="test",
             res=res,
@@ -249,6 +250,10 @@ def collect_test_routing(
             n_channels=getattr(config, "in_channels", None),
             n_samples=None if n_samples is None else min(n_samples, catalog[name].test_size),
         )
+        for name in names
+    ]
+    records = []
+    for name, dataset in zip(names, datasets, strict=True):
         batches = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
         if grid is not None and grid != (res, res):
             batches = ((resize_grid(batch.x, grid), batch.dataset_index) for batch in batches)
