@@ -91,8 +91,8 @@ def run_route(args: argparse.Namespace) -> int:
             f"--data names {', '.join(repeated)} more than once; each dataset is one class of the "
             "routing classifier, so give each once"
         )
-    model = load_model_for_eval(args.checkpoint, device=args.device)
     checkpoint = CheckpointManager.checkpoint_of(args.checkpoint)  # the file read, for a run directory too
+    model = load_model_for_eval(checkpoint, device=args.device)
     if not model.moe_layers():
         raise ConfigError(f"--checkpoint {args.checkpoint}: a dense model has no router to analyse; give a MoE-POT")
     record = collect_test_routing(

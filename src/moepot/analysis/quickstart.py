@@ -42,7 +42,7 @@ from moepot.data.generators import all_generators
 from moepot.data.generators.run import SUITES, generate
 from moepot.errors import ConfigError
 from moepot.eval.evaluate import evaluate_model
-from moepot.io import atomic_path
+from moepot.io import atomic_path, make_dirs
 from moepot.models.registry import describe, resolve_config
 from moepot.train.config import TrainConfig
 from moepot.train.loop import load_model_for_eval, train
@@ -171,10 +171,7 @@ def run_quickstart(options: QuickstartOptions) -> QuickstartSummary:
     """Generate data, pre-train MoE-POT and DPOT, evaluate them, analyse the router, write the report."""
     started = time.monotonic()
     sizes = resolve_sizes(options)
-    out = Path(options.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: a file is there; give a directory (created if missing)")
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_dirs(options.out)  # an OutputError naming the file in the way, if there is one
     names = list(options.datasets)
 
     logger.info("1/5 data: quick suite in %s", options.data_root)

@@ -175,11 +175,9 @@ def load_pretrained(path: str | os.PathLike, /, **overrides: Any) -> NeuralOpera
         CheckpointError: missing, unsafe or corrupt file; keys or shapes that do not match the
             model (the missing, unexpected and mis-shaped keys are named).
     """
-    if Path(path).is_dir():
-        from moepot.train.checkpoint import CheckpointManager
+    from moepot.train.checkpoint import CheckpointManager
 
-        path = CheckpointManager.checkpoint_of(path)
-    weights = read_weights(path)
+    weights = read_weights(CheckpointManager.checkpoint_of(path))
     if weights.config is not None:
         try:
             config = ModelConfig.from_dict(runnable_stored_config(weights.config, f"checkpoint {weights.path}"))

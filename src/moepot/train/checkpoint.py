@@ -238,6 +238,7 @@ class CheckpointManager:
             raise CheckpointError(
                 f"{path} is a directory but not a run directory with a checkpoint: {checkpoint} does not exist"
             )
+        log.info("%s: reading its last checkpoint %s", path, checkpoint)
         return checkpoint
 
     def resolve_resume(self, resume: str | os.PathLike | None) -> Path | None:

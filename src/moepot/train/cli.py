@@ -215,8 +215,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from moepot.train.loop import load_model_for_eval
 
     settings = evaluation_settings(args)
-    model = load_model_for_eval(settings["checkpoint"], device=args.device)
     checkpoint = CheckpointManager.checkpoint_of(settings["checkpoint"])  # the file read, for a run directory too
+    model = load_model_for_eval(checkpoint, device=args.device)
     _warn_model_keys_overruled(args.config, settings.get("model_keys", {}), model)
     results = evaluate_model(
         model,

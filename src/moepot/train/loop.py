@@ -251,11 +251,10 @@ def _train_locked(
         filled = {k: v for k, v in _pretrained_architecture(finetune_from, config.model_preset).items()
                   if k not in overrides}  # fmt: skip
         overrides.update(filled)
-        # ... and config.yaml (and the checkpoints' config) say so
-        config = config.model_copy(update={MODEL_FIELD_KEYS[k]: v for k, v in filled.items() if k in MODEL_FIELD_KEYS})
-        # the checkpoint fine-tuned from is part of the run: config.yaml (which reruns it with
-        # `moepot finetune --config`) and the checkpoints' config name it
-        config = config.model_copy(update={"resume_path": str(finetune_from)})
+        # ... and config.yaml (and the checkpoints' config) say so, with the checkpoint fine-tuned
+        # from (config.yaml reruns it with `moepot finetune --config`)
+        config = config.model_copy(update={**{MODEL_FIELD_KEYS[k]: v for k, v in filled.items() if k in MODEL_FIELD_KEYS},
+                                           "resume_path": str(finetune_from)})
     overrides.setdefault("in_channels", n_channels)
     overrides.setdefault("out_channels", n_channels)
     overrides.setdefault("n_cls", len(train_names))
@@ -683,7 +682,4 @@ def load_model_for_eval(checkpoint: str | os.PathLike, device: str | None = None
     import moepot
 
     target = dist_utils.pick_device(device)  # a bad device is reported before any loading
-    path = CheckpointManager.checkpoint_of(checkpoint)
-    if Path(checkpoint).is_dir():
-        log.info("%s: reading its last checkpoint %s", checkpoint, path)
-    return moepot.load_pretrained(path).to(target).eval()
+    return moepot.load_pretrained(checkpoint).to(target).eval()
